@@ -1,0 +1,11 @@
+"""Shared test setup: fp32 at the highest matmul precision, so parity tolerances mean
+what they say (TF32-like fast paths would otherwise dominate the error)."""
+
+import os
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub
+
+import jax  # noqa: E402
+
+jax.config.update("jax_default_matmul_precision", "highest")

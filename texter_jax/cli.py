@@ -1,0 +1,53 @@
+"""The ``texter`` command line: one entry point, one subcommand per job.
+
+Each subcommand lives in its own module exposing ``register(subparsers)``; those modules
+import only ``argparse`` at top level so ``texter --help`` stays fast and torch-free
+(heavy imports happen inside the command's ``run``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand -> module with `register(subparsers)`; order is the help order.
+SUBCOMMANDS: dict[str, str] = {
+    "convert": "converters.cli",
+}
+
+
+def _optional(name: str, module: str) -> None:
+    SUBCOMMANDS.setdefault(name, module)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="texter",
+        description="TEXTER in JAX: textual explanations of image-classifier decisions.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, module_name in SUBCOMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            if e.name and module_name.startswith(e.name):
+                continue  # subcommand not part of this install
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Disk I/O: Orbax checkpoints, atomic result files, images."""
