@@ -113,3 +113,13 @@ def apply_rules(state_dict: dict[str, np.ndarray], rules: Iterable[Rule],
     if problems:
         raise ConversionError(f"cannot convert {source}:\n  " + "\n  ".join(problems))
     return _unflatten(out)
+
+
+@dataclasses.dataclass
+class Converted:
+    """What every family converter returns; ``converters.api`` saves it."""
+
+    family: str  # registry family name, e.g. "resnet"
+    config: dict[str, Any]  # JSON-ready config that `registry.build_model` accepts
+    variables: dict  # Flax variables tree of float32 numpy arrays
+    layout: str  # the source layout converted, e.g. "torchvision-resnet"

@@ -82,13 +82,18 @@ def restore_pytree(path: str | os.PathLike, target: Any | None = None) -> Any:
 
 def save_model(out_dir: str | os.PathLike, family: str, config: dict[str, Any],
                variables: Any, *, source: dict[str, Any] | None = None,
-               overwrite: bool = False) -> Path:
+               overwrite: bool = False, extra_files=()) -> Path:
     """Writes ``texter_config.json`` and the Orbax variables atomically.
 
+    ``extra_files`` (e.g. tokenizer vocab.json / merges.txt) are copied beside them.
     Nothing is left at ``out_dir`` if anything fails.
     """
+    import shutil
+
     out_dir = Path(out_dir).absolute()
     with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+        for f in extra_files:
+            shutil.copy2(f, tmp / Path(f).name)
         save_pytree(tmp / VARIABLES_DIR, variables)
         write_json_atomic(tmp / CONFIG_NAME, {
             "format": FORMAT, "family": family, "config": config,

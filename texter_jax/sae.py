@@ -1,0 +1,184 @@
+"""TopK sparse autoencoder (Gao et al. 2024) as the TEXTER release instantiates it.
+
+The release builds ``overcomplete.sae.TopKSAE(input_dim, nb_concepts, top_k)`` with the
+default encoder (factory name ``"linear"``: one ``Linear(d -> n)`` followed by an
+identity "norm" layer, then ReLU; no BatchNorm) and the default ``DictionaryLayer``
+(``normalization="l2"``, no trainable multiplier). At inference the decoder matrix is
+
+    D = W / (||W_i||_2 + 1e-8) * exp(multiplier)        # [n, d], rows ~unit norm
+
+where ``multiplier`` is a fixed buffer equal to 0 (so the factor is 1). Encoding is
+
+    pre_codes = x @ A + a                                # [B, n]
+    codes     = TopK_k(ReLU(pre_codes))                  # others set to 0
+    x_hat     = codes @ D                                # [B, d]
+
+Params are a plain dict pytree (see :data:`SaeParams`); training lives in ``train/``.
+
+References:
+  Gao et al., "Scaling and evaluating sparse autoencoders", https://arxiv.org/abs/2406.04093
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from texter_jax.types import Array, PRNGKey
+
+# SaeParams layout (all float32):
+#   {"encoder": {"kernel": [d, n], "bias": [n]},
+#    "dictionary": {"weights": [n, d], "multiplier": []}}
+# ``multiplier`` mirrors the release's non-trainable buffer; it is read through
+# ``stop_gradient`` so optimisers see a zero gradient for it.
+SaeParams = dict[str, Any]
+
+# The release adds this to the row norm before dividing (overcomplete normalize_l2).
+DICT_NORM_EPS = 1e-8
+
+
+@dataclasses.dataclass(frozen=True)
+class SaeConfig:
+    """Shape of a TopK SAE.
+
+    Attributes:
+      input_dim: d, size of the classifier features the SAE reads.
+      nb_concepts: n, number of dictionary atoms (codes per input).
+      top_k: k, number of codes kept per input row.
+    """
+
+    input_dim: int
+    nb_concepts: int
+    top_k: int
+
+    def __post_init__(self):
+        if self.input_dim < 1 or self.nb_concepts < 1:
+            raise ValueError(f"SaeConfig needs positive sizes, got {self}")
+        if not 1 <= self.top_k <= self.nb_concepts:
+            raise ValueError(f"top_k must be in [1, nb_concepts], got {self}")
+
+    @classmethod
+    def release_default(cls, input_dim: int, expansion: int = 8) -> "SaeConfig":
+        """The release's recipe: n = 8 * d, k = n // 10 (``train_sae.py``)."""
+        n = expansion * input_dim
+        return cls(input_dim=input_dim, nb_concepts=n, top_k=max(n // 10, 1))
+
+    def to_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+
+def init_sae(key: PRNGKey, config: SaeConfig) -> SaeParams:
+    """Random params with the release's (torch default) initialisers.
+
+    Encoder: torch ``nn.Linear`` default, weight and bias ~ U(-1/sqrt(d), 1/sqrt(d)).
+    Dictionary: Xavier-uniform on [n, d], bound sqrt(6 / (n + d)).
+
+    Returns:
+      SaeParams dict of float32 arrays (see module docstring for the layout).
+    """
+    d, n = config.input_dim, config.nb_concepts
+    k_w, k_b, k_d = jax.random.split(key, 3)
+    enc_bound = 1.0 / math.sqrt(d)
+    dict_bound = math.sqrt(6.0 / (n + d))
+    return {
+        "encoder": {
+            "kernel": jax.random.uniform(k_w, (d, n), jnp.float32, -enc_bound, enc_bound),
+            "bias": jax.random.uniform(k_b, (n,), jnp.float32, -enc_bound, enc_bound),
+        },
+        "dictionary": {
+            "weights": jax.random.uniform(k_d, (n, d), jnp.float32, -dict_bound, dict_bound),
+            "multiplier": jnp.zeros((), jnp.float32),
+        },
+    }
+
+
+def config_from_params(params: SaeParams, top_k: int) -> SaeConfig:
+    """Reads d and n off the param shapes."""
+    d, n = params["encoder"]["kernel"].shape
+    return SaeConfig(input_dim=int(d), nb_concepts=int(n), top_k=int(top_k))
+
+
+def sae_pre_codes(params: SaeParams, x: Array) -> Array:
+    """Affine encoder: features float32 [B, d] -> pre-activations [B, n]."""
+    enc = params["encoder"]
+    return x @ enc["kernel"] + enc["bias"]
+
+
+def topk_mask(values: Array, top_k: int) -> Array:
+    """Keeps the ``top_k`` largest entries of each row, zeroes the rest.
+
+    Args:
+      values: float [..., n].
+      top_k: static int, 1 <= top_k <= n.
+
+    Returns:
+      Same shape as ``values``. Exactly ``top_k`` entries per row are copied (ties are
+      broken by index, as ``jax.lax.top_k`` does); gradients flow to those entries only.
+    """
+    vals, idx = jax.lax.top_k(values, top_k)
+    # put_along_axis is a scatter: its transpose is a gather, so grads reach kept entries.
+    out = jnp.zeros_like(values)
+    return jnp.put_along_axis(out, idx, vals, axis=-1, inplace=False)
+
+
+def sae_encode(params: SaeParams, x: Array, top_k: int) -> tuple[Array, Array]:
+    """Encodes features into sparse codes.
+
+    Args:
+      params: SaeParams.
+      x: float32 [B, d] classifier features.
+      top_k: static int, codes kept per row.
+
+    Returns:
+      ``(pre_codes, codes)``: both float32 [B, n]; ``pre_codes`` is the affine output
+      before ReLU (the release's ``pre_codes``), ``codes`` = TopK(ReLU(pre_codes)).
+    """
+    if x.ndim != 2:
+        raise ValueError(f"sae_encode expects x of shape [B, d], got {x.shape}")
+    d = params["encoder"]["kernel"].shape[0]
+    if x.shape[-1] != d:
+        raise ValueError(f"sae_encode: features have {x.shape[-1]} dims, SAE expects {d}")
+    pre = sae_pre_codes(params, x)
+    codes = topk_mask(jax.nn.relu(pre), top_k)
+    return pre, codes
+
+
+def normalized_dictionary(params: SaeParams) -> Array:
+    """Decoder matrix D float32 [n, d]: rows L2-normalised (release eps 1e-8) and
+    scaled by exp(multiplier), which is a fixed buffer (gradient stopped)."""
+    w = params["dictionary"]["weights"]
+    mult = jax.lax.stop_gradient(params["dictionary"]["multiplier"])
+    norm = jnp.linalg.norm(w, axis=-1, keepdims=True)
+    return w / (norm + DICT_NORM_EPS) * jnp.exp(mult)
+
+
+def sae_decode(params: SaeParams, codes: Array) -> Array:
+    """Codes float32 [B, n] -> reconstructed features x_hat float32 [B, d]."""
+    if codes.shape[-1] != params["dictionary"]["weights"].shape[0]:
+        raise ValueError(
+            f"sae_decode: codes have {codes.shape[-1]} units, dictionary has "
+            f"{params['dictionary']['weights'].shape[0]}")
+    return codes @ normalized_dictionary(params)
+
+
+def sae_apply(params: SaeParams, x: Array, top_k: int) -> tuple[Array, Array, Array]:
+    """The release's ``forward``: ``(pre_codes [B, n], codes [B, n], x_hat [B, d])``."""
+    pre, codes = sae_encode(params, x, top_k)
+    return pre, codes, sae_decode(params, codes)
+
+
+def project_dictionary(params: SaeParams) -> SaeParams:
+    """Renormalises the dictionary rows in the params (no gradient involved).
+
+    The release's training re-projects the raw weights onto the unit sphere before every
+    forward pass and differentiates the *unnormalised* product; a training loop that
+    wants that exact scheme calls this before each step. :func:`normalized_dictionary`
+    is idempotent on projected weights (up to the 1e-8 eps), so inference agrees either way.
+    """
+    w = params["dictionary"]["weights"]
+    w = w / (jnp.linalg.norm(w, axis=-1, keepdims=True) + DICT_NORM_EPS)
+    return {**params, "dictionary": {**params["dictionary"], "weights": w}}
