@@ -1,0 +1,89 @@
+"""Reading user images: files, folders and globs -> RGB float arrays in [0, 1].
+
+Every loader respects EXIF orientation and converts palette, greyscale, RGBA and CMYK
+images to RGB. Unreadable files raise :class:`ImageLoadError` naming the file, so batch
+jobs can report and skip them.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+
+
+class ImageLoadError(ValueError):
+    """An image file cannot be decoded; the message names the file."""
+
+
+def list_images(inputs: Iterable[str | os.PathLike]) -> list[Path]:
+    """Expands files, folders (recursively) and glob patterns into sorted image paths.
+
+    Raises:
+      FileNotFoundError: an input matches nothing.
+    """
+    out: list[Path] = []
+    for item in inputs:
+        text = str(item)
+        path = Path(text)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*")
+                           if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.is_file():
+            found = [path]
+        else:
+            found = sorted(Path(p) for p in glob.glob(text, recursive=True)
+                           if Path(p).is_file())
+            if not found:
+                raise FileNotFoundError(f"no image matches {text!r}")
+        out.extend(found)
+    seen, unique = set(), []
+    for p in out:
+        if p.resolve() not in seen:
+            seen.add(p.resolve())
+            unique.append(p)
+    return unique
+
+
+def load_rgb(path: str | os.PathLike):
+    """Opens ``path`` as an upright RGB PIL image (EXIF orientation applied)."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im)
+            if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
+                # Composite on white: transparent pixels carry arbitrary RGB values.
+                rgba = im.convert("RGBA")
+                canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                im = Image.alpha_composite(canvas, rgba)
+            return im.convert("RGB")  # greyscale, palette, CMYK, I;16 -> RGB
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        raise ImageLoadError(f"cannot read image {path}: {e}") from e
+
+
+def resize_center_crop(image, resize: int, crop: int):
+    """torchvision-style ``Resize(resize)`` (shorter side, bilinear, antialiased) then
+    ``CenterCrop(crop)`` on a PIL image."""
+    from PIL import Image
+
+    w, h = image.size
+    if w <= h:
+        new_w, new_h = resize, max(1, int(resize * h / w))
+    else:
+        new_w, new_h = max(1, int(resize * w / h)), resize
+    image = image.resize((new_w, new_h), Image.BILINEAR)
+    left = int(round((new_w - crop) / 2.0))
+    top = int(round((new_h - crop) / 2.0))
+    return image.crop((left, top, left + crop, top + crop))
+
+
+def load_image(path: str | os.PathLike, *, resize: int = 224, crop: int = 224) -> np.ndarray:
+    """Loads one image as float32 [crop, crop, 3] in [0, 1] (Resize + CenterCrop)."""
+    im = resize_center_crop(load_rgb(path), resize, crop)
+    return np.asarray(im, dtype=np.float32) / 255.0
