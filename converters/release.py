@@ -106,7 +106,7 @@ def load_release_sae(path: str | os.PathLike, *, allow_pickle: bool = False
             f"cannot convert {path}: metadata says input_dim={input_dim}, "
             f"nb_concepts={nb_concepts} but the encoder weight is [{n}, {d}]")
     config = SaeConfig(input_dim=input_dim, nb_concepts=nb_concepts, top_k=top_k)
-    expected = jax.eval_shape(init_sae, jax.random.key(0), config)
+    expected = jax.eval_shape(lambda key: init_sae(key, config), jax.random.key(0))
     params = apply_rules(sd, SAE_RULES, expected, source=str(path))
     return config, params
 
@@ -114,8 +114,6 @@ def load_release_sae(path: str | os.PathLike, *, allow_pickle: bool = False
 def export_release_sae(path: str | os.PathLike, config: SaeConfig, params: SaeParams) -> Path:
     """Writes ``params`` as a release ``sae_model.pth`` (readable by ``demo_texter.py``)."""
     import torch
-
-    from texter_jax.io.atomic import write_bytes_atomic
 
     def t(x):
         return torch.from_numpy(np.array(x, dtype=np.float32, copy=True))
