@@ -14,11 +14,11 @@ import sys
 # subcommand -> module with `register(subparsers)`; order is the help order.
 SUBCOMMANDS: dict[str, str] = {
     "convert": "converters.cli",
+    "extract-features": "train.cli",  # train.cli registers all three, once
+    "train-aligner": "train.cli",
+    "train-sae": "train.cli",
+    "spectrum": "texter_jax.emphasis.cli",
 }
-
-
-def _optional(name: str, module: str) -> None:
-    SUBCOMMANDS.setdefault(name, module)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +27,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="TEXTER in JAX: textual explanations of image-classifier decisions.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    registered: set[str] = set()
     for name, module_name in SUBCOMMANDS.items():
+        if module_name in registered:
+            continue  # one module may register several subcommands
+        registered.add(module_name)
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as e:

@@ -19,8 +19,9 @@ FAMILIES: dict[str, str] = {
     "resnet": "texter_jax.models.resnet",
     "vit": "texter_jax.models.vit",
     "dino_vit": "texter_jax.models.dino",
-    "dino_resnet": "texter_jax.models.dino",
+    "dino_resnet": "texter_jax.models.dino_resnet",
     "clip": "texter_jax.models.clip",
+    "world_clip": "texter_jax.models.world_clip",
     "world_cnn": "texter_jax.models.small_cnn",
 }
 
