@@ -1,0 +1,355 @@
+"""TEXTER end to end, batched: contributions -> emphasis -> mapping -> retrieval.
+
+The four stages are pure functions of ``(params, inputs, key)``; :func:`explain_batch`
+composes them for a batch of B images that each carry their own predicted class and
+unit set. Shapes below: B images, D classifier features, n SAE codes, k selected units,
+S MACO canvas, C stage-3 crops, E CLIP embedding size, T concept texts.
+
+References:
+  Yamauchi, Kera, Kawamoto. Zero-Shot Textual Explanations via Translating
+  Decision-Critical Features. arXiv:2512.07245.
+  Moayeri et al. Text-To-Concept (and Back) via Cross-Model Alignment. ICML 2023.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from texter_jax import mapping
+from texter_jax.classifier import Classifier
+from texter_jax.contributions import ig_features, ig_sae_codes, top_units
+from texter_jax.emphasis import (MacoConfig, features_objective, maco_batch_with_retry,
+                                 sae_objective)
+from texter_jax.sae import sae_encode
+from texter_jax.types import Array, PRNGKey, Variables
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ExplainConfig:
+    """TEXTER hyperparameters; defaults are the release's.
+
+    Attributes:
+      k_neu: contributing units per image (release: 6).
+      ig_steps: integration steps of IG (release: 100).
+      ig_method: IG quadrature; the release calls captum with its default,
+        Gauss-Legendre.
+      use_sae: score and emphasise TopK SAE codes (release default) instead of features.
+      ranked_units: how many ranked units to keep for the "empty transparency, add one
+        more unit" retry (>= k_neu).
+      maco: stage-2 settings.
+      map_crops: crops of the concept image per image in stage 3 (release: 6).
+      compute_dtype: ``"bfloat16"`` runs the classifier's MACO forward/backward in bf16;
+        None keeps float32 everywhere.
+      max_retries: bound on the MACO retries per image (the release has none).
+    """
+
+    k_neu: int = 6
+    ig_steps: int = 100
+    ig_method: str = "gausslegendre"
+    use_sae: bool = True
+    ranked_units: int = 16
+    maco: MacoConfig = MacoConfig()
+    map_crops: int = 6
+    compute_dtype: str | None = None
+    max_retries: int = 8
+
+    def __post_init__(self):
+        if self.k_neu < 1 or self.ranked_units < self.k_neu:
+            raise ValueError(f"need 1 <= k_neu ({self.k_neu}) <= ranked_units "
+                             f"({self.ranked_units})")
+
+
+@dataclasses.dataclass(frozen=True)
+class Aligner:
+    """Linear map from classifier features to CLIP image space: ``h = z W^T + b``.
+
+    w: float32 [E, D]; b: float32 [E].
+    """
+
+    w: Any
+    b: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Sae:
+    """A TopK SAE: params (see :mod:`texter_jax.sae`) and its k."""
+
+    params: Any
+    top_k: int
+
+
+class Prediction(NamedTuple):
+    """Classifier outputs. z: [B, D]; logits: [B, C]; probs: [B, C]; label: int32 [B]."""
+
+    z: Array
+    logits: Array
+    probs: Array
+    label: Array
+
+
+class Contributions(NamedTuple):
+    """Stage 1. scores: [B, U] attributions (U = n with SAE, D without); ranked_ids /
+    ranked_scores: [B, R] units best first; ranked_valid: bool [B, R]."""
+
+    scores: Array
+    ranked_ids: Array
+    ranked_scores: Array
+    ranked_valid: Array
+
+
+class Explanation(NamedTuple):
+    """Everything :func:`explain_batch` computes for B images (host numpy arrays).
+
+    label [B], prob [B], unit_ids [B, k] (-1 = unused slot), unit_scores [B, k],
+    n_units [B] (units finally emphasised, after retries), retries [B],
+    concept_image [B, S, S, 3] in (0, 1), transparency [B, S, S, 3],
+    objective_trace [B, steps], crop_embeddings [B, C, E] (aligned, unnormalised
+    embeddings of the C concept-image crops), concept_scores [B, T] (None when no text
+    embeddings were given; :func:`texter_jax.mapping.retrieve` of crop_embeddings).
+    """
+
+    label: np.ndarray
+    prob: np.ndarray
+    unit_ids: np.ndarray
+    unit_scores: np.ndarray
+    n_units: np.ndarray
+    retries: np.ndarray
+    concept_image: np.ndarray
+    transparency: np.ndarray
+    objective_trace: np.ndarray
+    crop_embeddings: np.ndarray
+    concept_scores: np.ndarray | None
+
+
+# ---------------------------------------------------------------------------------
+# Pure stage functions.
+
+
+def predict(classifier: Classifier, variables: Variables, images: Array) -> Prediction:
+    """images float32 [B, H, W, 3] in [0, 1] -> features, logits, softmax, argmax."""
+    z = classifier.features(variables, images)
+    logits = classifier.head(variables, z)
+    return Prediction(z, logits, jax.nn.softmax(logits, axis=-1),
+                      jnp.argmax(logits, axis=-1).astype(jnp.int32))
+
+
+def contributions(classifier: Classifier, variables: Variables, z: Array, class_idx: Array,
+                  sae: Sae | None, *, steps: int, method: str, ranked: int) -> Contributions:
+    """Stage 1: IG of ``F_c`` over features (sae None) or TopK SAE codes.
+
+    Args:
+      z: float32 [B, D] features; class_idx: int [B] target classes.
+      ranked: R, the number of ranked units returned.
+    """
+    head = functools.partial(classifier.head, variables)
+    if sae is None:
+        scores = ig_features(head, z, class_idx, steps=steps, method=method)
+        active = None
+    else:
+        _, codes = sae_encode(sae.params, z, sae.top_k)
+        scores = ig_sae_codes(head, sae.params, codes, class_idx, steps=steps, method=method)
+        active = codes != 0  # the release ranks only the codes that fired
+    ids, vals = top_units(scores, ranked, active)
+    return Contributions(scores, ids, vals, ids >= 0)
+
+
+def embed_concept_images(classifier: Classifier, variables: Variables, aligner: Aligner,
+                         keys: PRNGKey, images: Array, transparency: Array, *,
+                         n_crops: int) -> Array:
+    """Stage 3 image side: blend, crop, classifier features, aligner.
+
+    Args:
+      keys: [B] PRNG keys, one per image (crop positions).
+      images: float32 [B, S, S, 3] MACO images; transparency: [B, S, S, 3].
+    Returns:
+      float32 [B, n_crops, E] aligned (not yet normalised) embeddings.
+    """
+    size = classifier.image_size
+
+    def one(k, img, tr):
+        blended = mapping.postprocess_concept_image(img, tr)
+        return mapping.random_crops(k, blended, n_crops, size)  # [C, size, size, 3]
+
+    crops = jax.vmap(one)(keys, images, transparency)
+    b = images.shape[0]
+    z = classifier.features(variables, crops.reshape((b * n_crops, size, size, 3)))
+    h = mapping.align(aligner.w, aligner.b, z)
+    return h.reshape((b, n_crops, -1))
+
+
+def text_to_concept_embeddings(classifier: Classifier, variables: Variables,
+                               aligner: Aligner, images: Array) -> Array:
+    """The Text-to-Concept baseline's image side: global features -> aligner.
+
+    images float32 [B, H, W, 3] in [0, 1] -> [B, 1, E] (one "crop": the image itself).
+    """
+    z = classifier.features(variables, images)
+    return mapping.align(aligner.w, aligner.b, z)[:, None, :]
+
+
+# ---------------------------------------------------------------------------------
+# Composition with jit at the edges and sharding over devices.
+
+
+def batch_sharding(batch: int):
+    """NamedSharding splitting axis 0 over all devices, or None with one device.
+
+    ``batch`` must be a multiple of the device count (callers pad).
+    """
+    devices = jax.devices()
+    if len(devices) == 1:
+        return None
+    if batch % len(devices):
+        raise ValueError(f"batch {batch} is not a multiple of {len(devices)} devices; pad it")
+    mesh = jax.sharding.Mesh(np.asarray(devices), ("batch",))
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
+
+
+def _shard(x, sharding):
+    return x if sharding is None else jax.device_put(x, sharding)
+
+
+@functools.partial(jax.jit, static_argnames=("classifier", "steps", "method", "ranked",
+                                              "use_sae", "top_k"))
+def _stage1(classifier, variables, sae_params, images, *, steps, method, ranked, use_sae,
+            top_k):
+    pred = predict(classifier, variables, images)
+    sae = Sae(sae_params, top_k) if use_sae else None
+    contrib = contributions(classifier, variables, pred.z, pred.label, sae, steps=steps,
+                            method=method, ranked=ranked)
+    return pred, contrib
+
+
+@functools.partial(jax.jit, static_argnames=("classifier", "n_crops"))
+def _stage3(classifier, variables, w, b, keys, images, transparency, *, n_crops):
+    return embed_concept_images(classifier, variables, Aligner(w, b), keys, images,
+                                transparency, n_crops=n_crops)
+
+
+@functools.partial(jax.jit, static_argnames=("classifier",))
+def _baseline(classifier, variables, w, b, images, text_emb):
+    pred = predict(classifier, variables, images)
+    emb = text_to_concept_embeddings(classifier, variables, Aligner(w, b), images)
+    return pred, mapping.retrieve(emb, text_emb)
+
+
+def _pad_batch(x, n_devices: int | None = None):
+    """Pads axis 0 to a multiple of the device count by repeating the last row."""
+    n = x.shape[0]
+    d = n_devices or jax.device_count()
+    padded = -(-n // d) * d
+    if padded == n:
+        return x, n
+    pad = jnp.repeat(x[-1:], padded - n, axis=0) if isinstance(x, jax.Array) else \
+        np.repeat(x[-1:], padded - n, axis=0)
+    return (jnp.concatenate([x, pad]) if isinstance(x, jax.Array)
+            else np.concatenate([x, pad], axis=0)), n
+
+
+def image_keys(seed: int, indices) -> Array:
+    """Per-image PRNG keys [B] from a run seed and each image's global index, so an
+    image's explanation does not depend on which batch it falls in."""
+    base = jax.random.key(seed)
+    return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.asarray(indices, jnp.uint32))
+
+
+def explain_batch(classifier: Classifier, variables: Variables, aligner: Aligner,
+                  text_emb: Array, images, keys: PRNGKey, config: ExplainConfig,
+                  *, sae: Sae | None = None, magnitude=None) -> Explanation:
+    """TEXTER for a batch of images, sharded over ``jax.devices()`` along the batch.
+
+    Args:
+      classifier, variables: the classifier to explain.
+      aligner: features -> CLIP image space.
+      text_emb: float32 [T, E] CLIP text embeddings of a concept bank shared by the
+        batch, or None (per-image banks: score ``crop_embeddings`` afterwards).
+      images: float32 [B, H, W, 3] in [0, 1] at the classifier's input size.
+      keys: [B] PRNG keys, one per image (see :func:`image_keys`): MACO's phase and crops
+        and stage 3's crops of image b derive from ``keys[b]`` alone.
+      config: hyperparameters (release defaults).
+      sae: the TopK SAE when ``config.use_sae``.
+      magnitude: MACO magnitude template [3, S, S // 2 + 1]; default power law.
+
+    Returns:
+      :class:`Explanation` of host arrays for the B images.
+    """
+    images = np.asarray(images, np.float32)
+    chex.assert_rank(images, 4)
+    size = classifier.image_size
+    if images.shape[1:] != (size, size, 3):
+        raise ValueError(f"images must be [B, {size}, {size}, 3] in [0, 1], got {images.shape}")
+    if config.use_sae and sae is None:
+        raise ValueError("config.use_sae is True but no SAE was given (pass sae= or "
+                         "use_sae=False)")
+    if magnitude is None:
+        from texter_jax.emphasis import default_spectrum
+
+        magnitude = default_spectrum(config.maco.canvas)
+    if len(keys) != images.shape[0]:
+        raise ValueError(f"{len(keys)} keys for {images.shape[0]} images")
+    images, n_real = _pad_batch(images)
+    keys, _ = _pad_batch(keys)
+    sharding = batch_sharding(images.shape[0])
+    x = _shard(jnp.asarray(images), sharding)
+    maco_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0))(keys)
+    map_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
+    ranked = config.ranked_units
+    pred, contrib = _stage1(classifier, variables, sae.params if sae else None, x,
+                            steps=config.ig_steps, method=config.ig_method, ranked=ranked,
+                            use_sae=config.use_sae and sae is not None,
+                            top_k=sae.top_k if sae else 0)
+
+    if config.use_sae:
+        objective = sae_objective(classifier, variables, sae_encode, sae.params,
+                                  top_k=sae.top_k, compute_dtype=config.compute_dtype)
+    else:
+        objective = features_objective(classifier, variables,
+                                       compute_dtype=config.compute_dtype)
+    ranked_ids = np.asarray(contrib.ranked_ids)
+    valid = np.asarray(contrib.ranked_valid)
+    # Slots without a unit (fewer active codes than R) still need a valid index to
+    # gather; they are masked out of the objective.
+    safe_ids = np.where(valid, ranked_ids, 0)
+    result, info = maco_batch_with_retry(objective, maco_keys, magnitude, config.maco,
+                                         safe_ids, config.k_neu, valid,
+                                         max_retries=config.max_retries)
+    crop_emb = _stage3(classifier, variables, jnp.asarray(aligner.w),
+                       jnp.asarray(aligner.b), map_keys, _shard(result.image, sharding),
+                       _shard(result.transparency, sharding), n_crops=config.map_crops)
+    scores = None if text_emb is None else np.asarray(
+        mapping.retrieve(crop_emb, jnp.asarray(text_emb)))
+    k = config.k_neu
+    slot = np.arange(ranked)[None, :] < info.n_units[:, None]
+    width = max(k, int(info.n_units.max()))
+    unit_ids = np.where(slot & valid, ranked_ids, -1)[:, :width]
+    unit_scores = np.where(slot & valid, np.asarray(contrib.ranked_scores), 0.0)[:, :width]
+    label = np.asarray(pred.label)
+    prob = np.take_along_axis(np.asarray(pred.probs), label[:, None], axis=1)[:, 0]
+    out = Explanation(label, prob, unit_ids, unit_scores, info.n_units, info.retries,
+                      np.asarray(result.image), np.asarray(result.transparency),
+                      np.asarray(result.objective_trace), np.asarray(crop_emb), scores)
+    return Explanation(*(None if a is None else a[:n_real] for a in out))
+
+
+def text_to_concept_batch(classifier: Classifier, variables: Variables, aligner: Aligner,
+                          text_emb: Array, images) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The Text-to-Concept baseline for a batch.
+
+    Returns:
+      ``(label [B], prob [B], concept_scores [B, T])`` as host arrays.
+    """
+    images = np.asarray(images, np.float32)
+    images, n_real = _pad_batch(images)
+    x = _shard(jnp.asarray(images), batch_sharding(images.shape[0]))
+    pred, scores = _baseline(classifier, variables, jnp.asarray(aligner.w),
+                             jnp.asarray(aligner.b), x, jnp.asarray(text_emb))
+    label = np.asarray(pred.label)
+    prob = np.take_along_axis(np.asarray(pred.probs), label[:, None], axis=1)[:, 0]
+    return label[:n_real], prob[:n_real], np.asarray(scores)[:n_real]
