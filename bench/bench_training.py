@@ -1,0 +1,182 @@
+"""Training throughput, JAX/Optax vs PyTorch: TopK SAE steps/s and aligner SGD epoch time.
+
+SAE at release size (d=2048, n=16384, k=1638, batch 1024, Adam + clip 1.0, dictionary
+re-projected every step) and the aligner's SGD epoch (20,000 pairs 2048 -> 512, batch 100,
+momentum 0.9, weight decay 5e-4). The torch loops do the same maths as the release
+(``overcomplete`` TopKSAE training forward; ``LinearRegressionSolver``), except that the
+aligner's batches are taken by tensor indexing instead of a ``DataLoader`` with a worker.
+Steps of the two frameworks are interleaved and the median is reported, so a noisy
+neighbour hits both alike. Usage::
+
+    .venv/bin/python bench/bench_training.py [--sae-steps 4] [--aligner-epochs 2] [--threads 2]
+
+Not a test: numbers depend on the machine; paste them with the machine named.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _median(xs):
+    xs = sorted(xs)
+    return xs[len(xs) // 2]
+
+
+def bench_sae(args, torch):
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from texter_jax.sae import SaeConfig, init_sae
+    from train.sae_train import SaeTrainConfig, _zero_acc, make_optimizer, make_train_step
+
+    d, n, k, bs = 2048, 16384, 1638, 1024
+    cfg = SaeConfig(input_dim=d, nb_concepts=n, top_k=k)
+    rng = np.random.default_rng(0)
+    xs = [np.maximum(rng.normal(size=(bs, d)), 0).astype(np.float32) for _ in range(2)]
+
+    tx = make_optimizer(SaeTrainConfig())
+    params = jax.jit(init_sae, static_argnums=1)(jax.random.key(0), cfg)
+    state = {"params": params, "opt_state": jax.jit(tx.init)(params), "acc": _zero_acc(n),
+             "rng": jax.random.key_data(jax.random.key(0))}
+    step = make_train_step(tx, k)
+    xj = [jnp.asarray(x) for x in xs]
+
+    # torch: the release's TopKSAE forward in training mode, same init values.
+    enc = torch.nn.Linear(d, n)
+    dic = torch.nn.Parameter(torch.empty(n, d))
+    with torch.no_grad():
+        enc.weight.copy_(torch.from_numpy(np.array(params["encoder"]["kernel"]).T.copy()))
+        enc.bias.copy_(torch.from_numpy(np.array(params["encoder"]["bias"])))
+        dic.copy_(torch.from_numpy(np.array(params["dictionary"]["weights"])))
+    tparams = list(enc.parameters()) + [dic]
+    opt = torch.optim.Adam(tparams, lr=5e-4)
+    xt = [torch.from_numpy(x) for x in xs]
+
+    def torch_step(x):
+        opt.zero_grad()
+        with torch.no_grad():
+            dic.data = dic / (torch.norm(dic, p=2, dim=1, keepdim=True) + 1e-8)
+        codes = torch.relu(enc(x))
+        top = torch.topk(codes, k, dim=-1)
+        z = torch.zeros_like(codes).scatter(-1, top.indices, top.values)
+        loss = (x - z @ dic).square().mean()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(tparams, 1.0)
+        opt.step()
+        return loss
+
+    t = time.perf_counter()
+    state, loss = step(state, xj[0])
+    loss.block_until_ready()
+    compile_s = time.perf_counter() - t
+    torch_step(xt[0])
+    jt, tt = [], []
+    for i in range(args.sae_steps):
+        t = time.perf_counter()
+        state, loss = step(state, xj[i % 2])
+        loss.block_until_ready()
+        jt.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        torch_step(xt[i % 2])
+        tt.append(time.perf_counter() - t)
+    return compile_s, _median(jt), _median(tt)
+
+
+def bench_aligner(args, torch):
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from train.aligner import _make_epoch_fn, _schedule, sgd_optimizer
+
+    n, d, e, bs = 20000, 2048, 512, 100
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    y = (x[:, :e] * 0.5 + 0.1 * rng.normal(size=(n, e))).astype(np.float32)
+    steps = n // bs
+
+    tx = sgd_optimizer(_schedule("release", 0.01, steps, steps * 8))
+    params = {"W": jnp.zeros((e, d)), "b": jnp.zeros((e,))}
+    opt_state = tx.init(params)
+    run_epoch = _make_epoch_fn(tx)
+    xj, yj = jnp.asarray(x), jnp.asarray(y)
+    mask = jnp.ones((steps, bs), jnp.float32)
+
+    def jax_epoch(epoch):
+        nonlocal params, opt_state
+        idx = jax.random.permutation(jax.random.key(epoch), n).reshape(steps, bs)
+        params, opt_state, loss = run_epoch(params, opt_state, xj, yj, idx, mask)
+        loss.block_until_ready()
+
+    model = torch.nn.Linear(d, e)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    mse = torch.nn.MSELoss()
+
+    def torch_epoch(epoch):
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(epoch))
+        for s in range(steps):
+            idx = perm[s * bs:(s + 1) * bs]
+            opt.zero_grad()
+            loss = mse(model(xt[idx]), yt[idx])
+            loss.backward()
+            opt.step()
+
+    t = time.perf_counter()
+    jax_epoch(0)
+    first_s = time.perf_counter() - t
+    torch_epoch(0)
+    jt, tt = [], []
+    for ep in range(1, args.aligner_epochs + 1):
+        t = time.perf_counter()
+        jax_epoch(ep)
+        jt.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        torch_epoch(ep)
+        tt.append(time.perf_counter() - t)
+    from train.aligner import fit_closed_form
+
+    t = time.perf_counter()
+    fit_closed_form(x, y)
+    closed_s = time.perf_counter() - t
+    return first_s, _median(jt), _median(tt), closed_s
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sae-steps", type=int, default=4)
+    ap.add_argument("--aligner-epochs", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    ap.add_argument("--only", choices=["sae", "aligner"], default=None)
+    args = ap.parse_args()
+
+    import jax
+    import torch
+
+    torch.set_num_threads(args.threads)
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform} x{len(jax.devices())}; "
+          f"torch {torch.__version__} threads {torch.get_num_threads()}; "
+          f"cpus {os.cpu_count()}; load avg {os.getloadavg()[0]:.1f}")
+    if args.only in (None, "sae"):
+        c, j, t = bench_sae(args, torch)
+        print(f"SAE step (d=2048 n=16384 k=1638 batch 1024), median of {args.sae_steps}: "
+              f"jax {j:.3f} s ({1 / j:.2f} steps/s, first call incl. compile {c:.1f} s)  "
+              f"torch {t:.3f} s ({1 / t:.2f} steps/s)  torch/jax time ratio {t / j:.2f}")
+    if args.only in (None, "aligner"):
+        c, j, t, cf = bench_aligner(args, torch)
+        print(f"aligner SGD epoch (20000 pairs 2048->512, batch 100), median of "
+              f"{args.aligner_epochs}: jax {j:.3f} s (first epoch incl. compile {c:.1f} s)  "
+              f"torch {t:.3f} s  torch/jax time ratio {t / j:.2f}")
+        print(f"aligner closed form (float64 numpy ridge, same data): {cf:.2f} s")
+
+
+if __name__ == "__main__":
+    main()

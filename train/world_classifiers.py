@@ -1,0 +1,319 @@
+"""Small ResNet classifiers of the world with different decision rules (Optax AdamW).
+
+Run (well under a minute per classifier on 2 CPU cores)::
+
+    python -m train.world_classifiers --cache runs/world_cache
+
+Classifiers (:data:`TASKS`):
+
+* ``shape``: label = shape, attributes independent;
+* ``shape_shortcut``: label = shape, but in training background k always appears with
+  shape k (a planted shortcut); evaluated on independent attributes;
+* ``colour``: label = colour.
+
+Each is a :class:`texter_jax.models.resnet.ResNet` (basic blocks, one per stage) wrapped in
+:class:`texter_jax.classifier.Classifier`, so every TEXTER stage uses it exactly like a
+converted torchvision model. Our ResNet runs BatchNorm in inference mode only; we keep
+the running statistics at mean 0 / variance 1 and train the BN scale and bias, so each
+BN is a learned per-channel affine map (a normalisation-free ResNet, which trains fine
+at this depth) and the saved folder is an ordinary ``resnet`` model folder.
+
+After training, each classifier's decision-critical attribute is *measured* by
+intervention (:func:`texter_jax.world.interventions.measure_interventions`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from texter_jax.classifier import Classifier
+from texter_jax.models.resnet import ResNetConfig, make_classifier
+from texter_jax.world.attributes import DISCRETE, WorldAttrs, sample_attributes
+from texter_jax.world.generator import render
+from texter_jax.world.interventions import measure_interventions
+
+METRICS_NAME = "metrics.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """A decision rule: the label attribute and optional training-set constraints."""
+
+    label: str
+    # Training-set constraint tying background to the label (planted shortcut).
+    tie_background: bool = False
+
+
+TASKS: dict[str, Task] = {
+    "shape": Task("shape"),
+    "shape_shortcut": Task("shape", tie_background=True),
+    "colour": Task("colour"),
+}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ClassifierTrainConfig:
+    """Hyperparameters shared by the world classifiers.
+
+    Attributes:
+      image_size: S of the rendered images.
+      widths, depths, stem_width: ResNet architecture (basic blocks).
+      train_images: rendered training images per distinct training set.
+      test_images: held-out images (independent attributes) for accuracy.
+      intervention_images: held-out images for the intervention table.
+      epochs: passes over the training set.
+      batch: images per step (small batches learn faster per wall second on CPU).
+      lr, weight_decay: AdamW; the learning rate decays by cosine to 5%.
+      seed: root seed.
+    """
+
+    image_size: int = 64
+    widths: tuple[int, ...] = (32, 64, 128)
+    depths: tuple[int, ...] = (1, 1, 1)
+    stem_width: int = 16
+    train_images: int = 6000
+    test_images: int = 1000
+    intervention_images: int = 300
+    epochs: float = 1.0
+    batch: int = 16
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
+        object.__setattr__(self, "depths", tuple(int(d) for d in self.depths))
+
+    def to_json(self) -> dict:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+def resnet_config(cfg: ClassifierTrainConfig, num_classes: int) -> ResNetConfig:
+    return ResNetConfig(block="basic", depths=cfg.depths, widths=cfg.widths,
+                        stem_width=cfg.stem_width, num_classes=num_classes,
+                        image_size=cfg.image_size)
+
+
+def training_attrs(task: Task, seed: int, n: int) -> WorldAttrs:
+    """Training records of a task (the shortcut ties background index to shape index)."""
+    constraints = {"background": lambda a: a["shape"]} if task.tie_background else None
+    return sample_attributes(seed, n, constraints=constraints)
+
+
+def init_variables(clf: Classifier, key: jax.Array) -> dict:
+    """Linen init, with BatchNorm statistics set to the identity (mean 0, var 1)."""
+    variables = clf.module.init(key, *clf.dummy_inputs())
+    variables = jax.tree.map(np.asarray, variables)
+    if "batch_stats" in variables:
+        variables["batch_stats"] = jax.tree_util.tree_map_with_path(
+            lambda p, x: np.ones_like(x) if str(p[-1].key) == "var" else np.zeros_like(x),
+            variables["batch_stats"])
+    return variables
+
+
+def make_train_step(clf: Classifier, opt: optax.GradientTransformation) -> Callable:
+    """Jitted ``(params, opt_state, batch_stats, images, labels) -> (params, opt_state, loss)``."""
+
+    def loss_fn(params, batch_stats, images, labels):
+        logits = clf.logits({"params": params, "batch_stats": batch_stats}, images)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+    @functools.partial(jax.jit, donate_argnums=(0, 1))
+    def step(params, opt_state, batch_stats, images, labels):
+        loss, grads = jax.value_and_grad(loss_fn)(params, batch_stats, images, labels)
+        updates, opt_state = opt.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    return step
+
+
+def logits_fn(clf: Classifier, variables) -> Callable[[np.ndarray], jax.Array]:
+    """A jitted images [B, S, S, 3] in [0, 1] -> logits [B, C]."""
+    return jax.jit(lambda x: clf.logits(variables, x))
+
+
+def accuracy(fn: Callable, images_u8: np.ndarray, labels: np.ndarray, batch: int = 250) -> float:
+    preds = np.concatenate([
+        np.asarray(fn(images_u8[i:i + batch].astype(np.float32) / 255.0)).argmax(1)
+        for i in range(0, len(images_u8), batch)])
+    return float(np.mean(preds == labels))
+
+
+def train_classifier(task: Task, images_u8: np.ndarray, labels: np.ndarray,
+                     cfg: ClassifierTrainConfig, *, key: jax.Array,
+                     log: Callable[[str], None] | None = print, name: str = "",
+                     progress=None):
+    """Trains one classifier.
+
+    Args:
+      task: its decision rule (for the number of classes).
+      images_u8: uint8 [N, S, S, 3] training images; labels: int [N].
+      cfg: hyperparameters.
+      key: PRNG key for init and the data order.
+
+    Returns:
+      ``(classifier, variables, info)`` with numpy variables and
+      ``info = {"train_seconds", "final_loss", "loss_every_50"}``.
+    """
+    clf = make_classifier(resnet_config(cfg, len(DISCRETE[task.label])))
+    k_init, k_data = jax.random.split(key)
+    variables = init_variables(clf, k_init)
+    params, batch_stats = variables["params"], variables["batch_stats"]
+    steps = max(1, int(cfg.epochs * len(images_u8) / cfg.batch))
+    sched = optax.warmup_cosine_decay_schedule(0.0, cfg.lr, min(50, steps // 5),
+                                               max(steps, min(50, steps // 5) + 1),
+                                               end_value=0.05 * cfg.lr)
+    opt = optax.adamw(sched, weight_decay=cfg.weight_decay)
+    opt_state = opt.init(params)
+    step_fn = make_train_step(clf, opt)
+    order_rng = np.random.default_rng(np.asarray(jax.random.bits(k_data, (2,), np.uint32)))
+    order = np.concatenate([order_rng.permutation(len(images_u8))
+                            for _ in range(int(np.ceil(cfg.epochs)) + 1)])
+    t0, losses = time.time(), []
+    for s in range(steps):
+        idx = order[s * cfg.batch:(s + 1) * cfg.batch]
+        x = images_u8[idx].astype(np.float32) / 255.0
+        params, opt_state, loss = step_fn(params, opt_state, batch_stats, x,
+                                          labels[idx].astype(np.int32))
+        if progress is not None:
+            progress(s, steps, loss)
+        if (s + 1) % 50 == 0 or s == steps - 1:
+            losses.append(float(loss))
+    seconds = time.time() - t0
+    variables = jax.tree.map(np.asarray, {"params": params, "batch_stats": batch_stats})
+    if log:
+        log(f"[world_classifiers] {name}: {steps} steps in {seconds:.0f}s, "
+            f"final loss {losses[-1]:.3f}")
+    return clf, variables, {"train_seconds": round(seconds, 1), "final_loss": losses[-1],
+                            "steps": steps, "loss_every_50": losses}
+
+
+def train_all(cfg: ClassifierTrainConfig, tasks: dict[str, Task] | None = None, *,
+              log: Callable[[str], None] | None = print, progress=None):
+    """Renders the data, trains every task's classifier and measures its truth.
+
+    Returns:
+      ``{name: (classifier, variables, metrics)}``; metrics hold ``test_accuracy`` (on
+      independent attributes), ``train_task_accuracy`` (held-out images drawn like the
+      training set), the intervention table and the measured ``critical`` attribute.
+    """
+    tasks = tasks or TASKS
+    t0 = time.time()
+    test_attrs = sample_attributes(cfg.seed + 2_000_003, cfg.test_images)
+    test_u8 = render(test_attrs, cfg.seed + 2_000_003, image_size=cfg.image_size)
+    int_attrs = sample_attributes(cfg.seed + 3_000_017, cfg.intervention_images)
+    data_cache: dict[bool, tuple[WorldAttrs, np.ndarray]] = {}
+    out = {}
+    root = jax.random.key(cfg.seed)
+    for i, (name, task) in enumerate(tasks.items()):
+        if task.tie_background not in data_cache:
+            seed = cfg.seed + (1_000_001 if task.tie_background else 0)
+            a = training_attrs(task, seed, cfg.train_images)
+            data_cache[task.tie_background] = (a, render(a, seed, image_size=cfg.image_size))
+        attrs, images = data_cache[task.tie_background]
+        if log:
+            log(f"[world_classifiers] data ready after {time.time() - t0:.0f}s")
+        labels = getattr(attrs, task.label)
+        clf, variables, info = train_classifier(
+            task, images, labels, cfg, key=jax.random.fold_in(root, i), log=log, name=name,
+            progress=progress)
+        fn = logits_fn(clf, variables)
+        info["test_accuracy"] = accuracy(fn, test_u8, getattr(test_attrs, task.label))
+        if task.tie_background:
+            iid = training_attrs(task, cfg.seed + 4_000_037, cfg.test_images)
+            iid_u8 = render(iid, cfg.seed + 4_000_037, image_size=cfg.image_size)
+            info["train_task_accuracy"] = accuracy(fn, iid_u8, getattr(iid, task.label))
+        t1 = time.time()
+        table = measure_interventions(fn, int_attrs, jax.random.fold_in(root, 100 + i),
+                                      render_seed=cfg.seed + 3_000_017,
+                                      image_size=cfg.image_size,
+                                      labels=getattr(int_attrs, task.label))
+        info["interventions"] = table.to_dict()
+        info["critical"] = table.critical
+        info["intervention_seconds"] = round(time.time() - t1, 1)
+        info["label"] = task.label
+        info["tie_background"] = task.tie_background
+        if log:
+            log(f"[world_classifiers] {name}: test acc {info['test_accuracy']:.3f}, "
+                f"critical attribute {table.critical}\n{table.to_markdown()}")
+        out[name] = (clf, variables, info)
+    return out
+
+
+def get_or_train_classifiers(cache_dir: str | Path, cfg: ClassifierTrainConfig | None = None,
+                             tasks: dict[str, Task] | None = None, *,
+                             log: Callable[[str], None] | None = print, **kw):
+    """Loads cached classifiers trained with ``cfg`` or trains and caches them.
+
+    Each classifier is an ordinary ``resnet`` model folder
+    ``<cache_dir>/classifiers/<name>`` (Orbax variables + ``texter_config.json``) with
+    a ``metrics.json`` beside; reused only if the recorded config matches.
+
+    Returns:
+      ``{name: (classifier, variables, metrics)}``.
+    """
+    from texter_jax.io.atomic import write_json_atomic
+    from texter_jax.io.checkpoints import load_model, save_model
+    from texter_jax.models.registry import config_to_dict
+
+    cfg = cfg or ClassifierTrainConfig()
+    tasks = tasks or TASKS
+    root = Path(cache_dir) / "classifiers"
+    want = {"train_config": cfg.to_json()}
+    out, missing = {}, {}
+    for name, task in tasks.items():
+        mpath = root / name / METRICS_NAME
+        if mpath.is_file():
+            metrics = json.loads(mpath.read_text())
+            if (metrics.get("train_config") == want["train_config"]
+                    and metrics.get("label") == task.label
+                    and metrics.get("tie_background") == task.tie_background):
+                clf, variables = load_model(root / name)
+                out[name] = (clf, variables, metrics)
+                if log:
+                    log(f"[world_classifiers] {name} loaded from {root / name}")
+                continue
+        missing[name] = task
+    if missing:
+        for name, (clf, variables, info) in train_all(cfg, missing, log=log, **kw).items():
+            info["train_config"] = want["train_config"]
+            save_model(root / name, clf.family, config_to_dict(clf.config), variables,
+                       source={"trained_by": "train.world_classifiers", "task": name},
+                       overwrite=True)
+            write_json_atomic(root / name / METRICS_NAME, info)  # last: marks completion
+            out[name] = (clf, variables, info)
+    return {name: out[name] for name in tasks}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--cache", default="runs/world_cache")
+    p.add_argument("--epochs", type=float, default=ClassifierTrainConfig.epochs)
+    p.add_argument("--train-images", type=int, default=ClassifierTrainConfig.train_images)
+    p.add_argument("--image-size", type=int, default=ClassifierTrainConfig.image_size)
+    p.add_argument("--tasks", nargs="*", default=list(TASKS))
+    p.add_argument("--no-cache", action="store_true")
+    a = p.parse_args(argv)
+    cfg = ClassifierTrainConfig(epochs=a.epochs, train_images=a.train_images,
+                                image_size=a.image_size)
+    tasks = {t: TASKS[t] for t in a.tasks}
+    res = (train_all(cfg, tasks) if a.no_cache
+           else get_or_train_classifiers(a.cache, cfg, tasks))
+    print(json.dumps({n: {k: m[k] for k in ("test_accuracy", "train_seconds", "critical")}
+                      for n, (_, _, m) in res.items()}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
