@@ -302,11 +302,10 @@ def fit_aligner(features: np.ndarray, targets: np.ndarray, *, key: PRNGKey,
     if method not in ("closed_form", "sgd"):
         raise ValueError(f"method must be 'auto', 'closed_form' or 'sgd', got {method!r}")
 
-    k_split, k_fit = jax.random.split(key)
-    n_hold = int(round(holdout * n))
+    k_fit = jax.random.split(key)[1]
+    train_idx, hold_idx = holdout_split(n, holdout, key)
+    n_hold = hold_idx.size
     if n_hold:
-        perm = np.asarray(jax.random.permutation(k_split, n))
-        hold_idx, train_idx = np.sort(perm[:n_hold]), np.sort(perm[n_hold:])
         x_tr, y_tr = features[train_idx], targets[train_idx]
         x_ho, y_ho = features[hold_idx], targets[hold_idx]
     else:
@@ -329,6 +328,17 @@ def fit_aligner(features: np.ndarray, targets: np.ndarray, *, key: PRNGKey,
 
 
 # ----------------------------------------------------------------------------- evaluation
+
+def holdout_split(n: int, holdout: float, key) -> tuple[np.ndarray, np.ndarray]:
+    """``(train_idx, hold_idx)``, sorted int arrays: the split :func:`fit_aligner` uses
+    for ``key`` (so callers can score the same held-out rows)."""
+    k_split = jax.random.split(key)[0]
+    n_hold = int(round(holdout * n))
+    if not n_hold:
+        return np.arange(n), np.zeros(0, np.int64)
+    perm = np.asarray(jax.random.permutation(k_split, n))
+    return np.sort(perm[n_hold:]), np.sort(perm[:n_hold])
+
 
 def aligner_zero_shot_accuracy(W, b, features, labels, class_text_emb,
                                *, batch_size: int = 4096) -> float:

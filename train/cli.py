@@ -66,6 +66,14 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--export-release", metavar="PATH.pth", default=None,
                    help="also write the release's torch file {'W', 'b'} (needs torch)")
+    p.add_argument("--zero-shot-clip", metavar="CLIP_DIR", default=None,
+                   help="converted CLIP folder: report zero-shot accuracy through the aligner "
+                        "on the held-out rows (Text-to-Concept's sanity check), class names "
+                        "from --class-names or the features' ImageFolder classes")
+    p.add_argument("--class-names", default=None,
+                   help="class names file (.txt one per line, or .json) for --zero-shot-clip")
+    p.add_argument("--prompt", default="a photo of {}.",
+                   help="zero-shot prompt template (Text-to-Concept's default)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=run_train_aligner)
 
@@ -181,9 +189,18 @@ def run_train_aligner(args) -> int:
         if f"{split}_mse" in m:
             print(f"{split}: MSE {m[f'{split}_mse']:.5g}  R2 {m[f'{split}_r2']:.4f}  "
                   f"R2(centred) {m[f'{split}_r2_centred']:.4f}  cos {m[f'{split}_cosine']:.4f}")
+    extra = {"features": str(args.features), "targets": str(args.targets)}
+    if args.zero_shot_clip:
+        try:
+            acc, n_eval, n_cls = _zero_shot(args, feats, x, result)
+        except (ValueError, OSError) as e:
+            return _error("train-aligner", e)
+        print(f"zero-shot accuracy through the aligner: {acc:.4f} on {n_eval} held-out "
+              f"images, {n_cls} classes (chance {1 / n_cls:.4f})")
+        extra["zero_shot"] = {"accuracy": acc, "n": n_eval, "classes": n_cls,
+                              "prompt": args.prompt}
     try:
-        save_aligner(args.out, result, overwrite=args.overwrite,
-                     extra={"features": str(args.features), "targets": str(args.targets)})
+        save_aligner(args.out, result, overwrite=args.overwrite, extra=extra)
     except (FileExistsError, CheckpointError) as e:
         return _error("train-aligner", e)
     print(f"wrote {args.out}")
@@ -192,6 +209,37 @@ def run_train_aligner(args) -> int:
 
         print(f"wrote {export_release_aligner(args.export_release, result.W, result.b)}")
     return 0
+
+
+def _zero_shot(args, feats, x, result):
+    """Held-out zero-shot accuracy: argmax_c cos(z W^T + b, CLIP text of class c)."""
+    import jax
+    import numpy as np
+
+    from texter_jax.explain_runner import load_class_names, text_encoder
+    from texter_jax.io.checkpoints import load_model
+    from train.aligner import aligner_zero_shot_accuracy, holdout_split
+
+    labels = np.asarray(feats.labels)
+    if len(labels) != x.shape[0] or np.all(labels < 0):
+        raise ValueError(f"{args.features} has no class labels (extract from an ImageFolder "
+                         "layout) or its rows could not be paired one to one")
+    classes = feats.manifest.get("classes") or []
+    n_cls = int(labels.max()) + 1
+    names = (load_class_names(args.class_names, n_cls) if args.class_names
+             else list(classes))
+    if len(names) < n_cls:
+        raise ValueError(f"{len(names)} class names for labels up to {n_cls - 1}: pass "
+                         "--class-names")
+    clip, clip_vars = load_model(args.zero_shot_clip)
+    encode = text_encoder(clip, jax.tree.map(jax.numpy.asarray, clip_vars),
+                          args.zero_shot_clip)
+    text = encode([args.prompt.format(n.replace("_", " ")) for n in names])
+    _, hold = holdout_split(x.shape[0], args.holdout, jax.random.key(args.seed))
+    rows = hold if hold.size else np.arange(x.shape[0])
+    keep = rows[labels[rows] >= 0]
+    acc = aligner_zero_shot_accuracy(result.W, result.b, x[keep], labels[keep], text)
+    return float(acc), int(keep.size), len(names)
 
 
 def run_train_sae(args) -> int:
