@@ -36,7 +36,9 @@ def tiny_clip_folder(out: Path, work: Path, *, embed_dim=12, image_size=32, seed
     cfg = transformers.CLIPConfig(
         text_config=dict(vocab_size=vocab, hidden_size=32, intermediate_size=64,
                          num_attention_heads=4, num_hidden_layers=2,
-                         max_position_embeddings=16),
+                         max_position_embeddings=16,
+                         # OpenAI's layout: <|startoftext|>, <|endoftext|> are the last ids.
+                         bos_token_id=vocab - 2, eos_token_id=vocab - 1, pad_token_id=vocab - 1),
         vision_config=dict(hidden_size=32, intermediate_size=64, num_attention_heads=4,
                            num_hidden_layers=2, image_size=image_size, patch_size=8),
         projection_dim=embed_dim)

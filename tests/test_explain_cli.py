@@ -60,6 +60,7 @@ def test_explain_cli_texter(setup):
         assert len(ranked) == rec["num_concepts_total"] > 300  # the shipped generic bank
         scores = [s for _, s in ranked]
         assert scores == sorted(scores, reverse=True)
+        assert len(set(scores)) > len(scores) // 2  # distinct texts, distinct embeddings
         assert all(-1 <= s <= 1 for s in scores)
         assert 3 <= len(rec["top_k_influential_indices"]) <= 16
         assert (out / name / "figure.png").stat().st_size > 1000
@@ -68,7 +69,8 @@ def test_explain_cli_texter(setup):
         str(imgs / "broken.jpg")]
     # no temporary files left behind
     assert not list(out.rglob("*.tmp"))
-    # a rerun with the same seed reproduces the ranking exactly (text cache now warm)
+    # a rerun with the same seed reproduces the scores (text cache now warm); alone
+    # instead of in a batch of 4, so only fp32 reduction order differs: 1e-4.
     out2 = root / "out2"
     proc = _explain(str(imgs / "a.jpg"), "--classifier", str(clf), "--clip", str(clip),
                     "--aligner", str(al), "--sae", str(sae), "--out", str(out2),
@@ -76,7 +78,9 @@ def test_explain_cli_texter(setup):
     assert proc.returncode == 0, proc.stderr[-3000:]
     a1 = json.loads((out / "a" / "results.json").read_text())["ranked_texts"]
     a2 = json.loads((out2 / "a" / "results.json").read_text())["ranked_texts"]
-    assert a1 == a2
+    s1, s2 = dict(a1), dict(a2)
+    assert s1.keys() == s2.keys()
+    np.testing.assert_allclose([s1[t] for t in s1], [s2[t] for t in s1], atol=1e-4)
 
 
 def test_explain_cli_baseline_and_bank_file(setup):

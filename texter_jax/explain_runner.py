@@ -55,6 +55,13 @@ def text_encoder(clip, variables, clip_dir: str) -> Callable[[list[str]], np.nda
         from texter_jax.text.tokenizer import ClipTokenizer
 
         tokenize = ClipTokenizer.from_dir(clip_dir)
+        cfg = clip.config
+        if getattr(cfg, "text_pooling", None) == "eos" and \
+                tokenize.eos_token_id != cfg.eos_token_id:
+            raise ValueError(
+                f"{clip_dir}: the tokenizer's <|endoftext|> id is {tokenize.eos_token_id} but "
+                f"the text tower pools at id {cfg.eos_token_id}; every text would get the "
+                "same embedding. Use the tokenizer files that belong to this checkpoint.")
     encode = jax.jit(lambda ids: clip.encode_text(variables, ids))
 
     def fn(texts: list[str]) -> np.ndarray:

@@ -66,7 +66,8 @@ def write_clip_tokenizer(folder: str | os.PathLike, corpus: Iterable[str], *,
       corpus: texts to learn merges from (e.g. a concept bank).
       n_merges: maximum number of merges.
       vocab_size: pad the vocabulary with unused ``<|unused_i|>`` entries up to this
-        size (a CLIP text tower's embedding table has a fixed size, e.g. 49408).
+        size (a CLIP text tower's embedding table has a fixed size, e.g. 49408); the
+        special tokens stay last, so ``<|endoftext|>`` is ``vocab_size - 1``.
 
     Returns:
       The vocabulary size written.
@@ -81,11 +82,13 @@ def write_clip_tokenizer(folder: str | os.PathLike, corpus: Iterable[str], *,
         if a + b not in seen:
             vocab.append(a + b)
             seen.add(a + b)
-    vocab += [BOS, EOS]
     if vocab_size is not None:
-        if vocab_size < len(vocab):
-            raise ValueError(f"vocab_size {vocab_size} < {len(vocab)} learned tokens")
-        vocab += [f"<|unused_{i}|>" for i in range(vocab_size - len(vocab))]
+        if vocab_size < len(vocab) + 2:
+            raise ValueError(f"vocab_size {vocab_size} < {len(vocab) + 2} tokens learned")
+        # Padding goes before the special tokens so that, as in OpenAI's vocabulary,
+        # <|endoftext|> has the largest id (vocab_size - 1): CLIP text towers pool there.
+        vocab += [f"<|unused_{i}|>" for i in range(vocab_size - len(vocab) - 2)]
+    vocab += [BOS, EOS]
     (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}),
                                        encoding="utf-8")
     (folder / "merges.txt").write_text(
