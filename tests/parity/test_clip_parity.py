@@ -10,7 +10,6 @@ import json
 import subprocess
 import sys
 import textwrap
-from collections import Counter
 from pathlib import Path
 
 import jax
@@ -27,6 +26,7 @@ from texter_jax.io.checkpoints import load_model, save_model  # noqa: E402
 from texter_jax.models import clip as clip_model  # noqa: E402
 from texter_jax.models.registry import build_model  # noqa: E402
 from texter_jax.text import ClipTokenizer, TokenizerError  # noqa: E402
+from texter_jax.text.bpe import byte_symbols, train_merges  # noqa: E402
 
 ATOL = 1e-4
 REPO = Path(__file__).resolve().parents[2]
@@ -334,47 +334,13 @@ def test_preprocess_images_against_pil():
 
 # --- tokenizer -------------------------------------------------------------------------------
 
-def _byte_symbols() -> list[str]:
-    """GPT-2/CLIP byte -> printable-unicode table, in CLIP's vocabulary order."""
-    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
-            *range(ord("®"), ord("ÿ") + 1)]
-    extra = [b for b in range(256) if b not in keep]
-    return [chr(b) for b in keep] + [chr(256 + i) for i in range(len(extra))]
-
-
-def _train_bpe(corpus: list[str], n_merges: int) -> list[tuple[str, str]]:
-    words = Counter(w for line in corpus for w in line.lower().split())
-    seqs = {w: [*w[:-1], w[-1] + "</w>"] for w in words}
-    merges = []
-    for _ in range(n_merges):
-        pairs = Counter()
-        for w, s in seqs.items():
-            for p in zip(s, s[1:]):
-                pairs[p] += words[w]
-        if not pairs:
-            break
-        best = max(pairs, key=lambda p: (pairs[p], p))
-        merges.append(best)
-        for w, s in seqs.items():
-            i, out = 0, []
-            while i < len(s):
-                if i + 1 < len(s) and (s[i], s[i + 1]) == best:
-                    out.append(s[i] + s[i + 1])
-                    i += 2
-                else:
-                    out.append(s[i])
-                    i += 1
-            seqs[w] = out
-    return merges
-
-
 @pytest.fixture(scope="module")
 def bpe_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("clip_tok")
     corpus = ["a photo of a cat", "a photo of a dog", "a photo of the striped cat",
               "the dog on the grass", "a cat on a sofa"] * 3
-    merges = _train_bpe(corpus, 40)
-    base = _byte_symbols()
+    merges = train_merges(corpus, 40)
+    base = byte_symbols()
     vocab = base + [s + "</w>" for s in base] + ["".join(m) for m in merges]
     vocab += ["<|startoftext|>", "<|endoftext|>"]
     (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}))
