@@ -228,7 +228,9 @@ def _stage1(classifier, variables, sae_params, images, *, steps, method, ranked,
 
 
 @functools.partial(jax.jit, static_argnames=("classifier", "n_crops"))
-def _stage3(classifier, variables, w, b, keys, images, transparency, *, n_crops):
+def embed_concept_images_jit(classifier, variables, w, b, keys, images, transparency, *,
+                             n_crops):
+    """Jitted :func:`embed_concept_images` with the aligner passed as arrays (w, b)."""
     return embed_concept_images(classifier, variables, Aligner(w, b), keys, images,
                                 transparency, n_crops=n_crops)
 
@@ -320,7 +322,7 @@ def explain_batch(classifier: Classifier, variables: Variables, aligner: Aligner
     result, info = maco_batch_with_retry(objective, maco_keys, magnitude, config.maco,
                                          safe_ids, config.k_neu, valid,
                                          max_retries=config.max_retries)
-    crop_emb = _stage3(classifier, variables, jnp.asarray(aligner.w),
+    crop_emb = embed_concept_images_jit(classifier, variables, jnp.asarray(aligner.w),
                        jnp.asarray(aligner.b), map_keys, _shard(result.image, sharding),
                        _shard(result.transparency, sharding), n_crops=config.map_crops)
     scores = None if text_emb is None else np.asarray(

@@ -86,7 +86,8 @@ class ExplainRun:
 
     # -- set-up -------------------------------------------------------------------
 
-    def _load(self):
+    def load(self) -> None:
+        """Loads classifier, CLIP (both towers), aligner, SAE, class names, text cache."""
         import jax
 
         from texter_jax.classifier import Classifier
@@ -101,6 +102,7 @@ class ExplainRun:
                                     "not a classifier")
         self.cvars = jax.tree.map(jax.numpy.asarray, cvars)
         self.clip, clip_vars = load_model(a.clip)
+        self.clip_vars = jax.tree.map(jax.numpy.asarray, clip_vars)
         if not hasattr(self.clip, "encode_text"):
             raise ExplainSetupError(f"{a.clip} holds a {self.clip.family} model, not a CLIP")
         self.aligner = load_aligner(a.aligner)
@@ -123,7 +125,7 @@ class ExplainRun:
         self.class_names = load_class_names(a.class_names, self.classifier.num_classes)
         cache_root = Path(a.text_cache) if a.text_cache else Path(a.out) / ".text_cache"
         self.text_cache = TextEmbeddingCache(cache_root, checkpoint_identity(a.clip))
-        self.encode_texts = text_encoder(self.clip, clip_vars, a.clip)
+        self.encode_texts = text_encoder(self.clip, self.clip_vars, a.clip)
 
     def _explain_config(self):
         from texter_jax.emphasis import MacoConfig
@@ -154,7 +156,7 @@ class ExplainRun:
 
         a = self.args
         try:
-            self._load()
+            self.load()
             paths = list_images(a.images)
         except (ExplainSetupError, FileNotFoundError, ValueError) as e:
             print(f"texter explain: error: {e}", file=sys.stderr)
