@@ -14,11 +14,13 @@ import sys
 # subcommand -> module with `register(subparsers)`; order is the help order.
 SUBCOMMANDS: dict[str, str] = {
     "convert": "converters.cli",
+    "demo": "eval.demo_cli",
     "explain": "texter_jax.explain_cli",
     "extract-features": "train.cli",  # train.cli registers all three, once
     "train-aligner": "train.cli",
     "train-sae": "train.cli",
     "spectrum": "texter_jax.emphasis.cli",
+    "eval": "eval.cli",
 }
 
 

@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -53,10 +52,14 @@ class Task:
     label: str
     # Training-set constraint tying background to the label (planted shortcut).
     tie_background: bool = False
+    # Passes over the training set, as a multiple of ClassifierTrainConfig.epochs.
+    epoch_scale: float = 1.0
 
 
 TASKS: dict[str, Task] = {
-    "shape": Task("shape"),
+    # Shape is the slow attribute for a CNN too. Measured (8,000 images, batch 64):
+    # held-out accuracy 0.80 after 3 epochs, 0.955 after 5; colour is 1.00 after 1.
+    "shape": Task("shape", epoch_scale=5.0),
     "shape_shortcut": Task("shape", tie_background=True),
     "colour": Task("colour"),
 }
@@ -73,7 +76,10 @@ class ClassifierTrainConfig:
       test_images: held-out images (independent attributes) for accuracy.
       intervention_images: held-out images for the intervention table.
       epochs: passes over the training set.
-      batch: images per step (small batches learn faster per wall second on CPU).
+      batch: images per step. WORLD_NOTES found batch 16 faster per wall second for its
+        CNN; for this ResNet on label = shape, batch 64 learned more per image seen
+        (0.85 held-out at 19k images vs 0.50 at 16k with batch 16) at equal CPU cost
+        per image, so we use 64.
       lr, weight_decay: AdamW; the learning rate decays by cosine to 5%.
       seed: root seed.
     """
@@ -82,11 +88,11 @@ class ClassifierTrainConfig:
     widths: tuple[int, ...] = (32, 64, 128)
     depths: tuple[int, ...] = (1, 1, 1)
     stem_width: int = 16
-    train_images: int = 6000
+    train_images: int = 8000
     test_images: int = 1000
     intervention_images: int = 300
     epochs: float = 1.0
-    batch: int = 16
+    batch: int = 64
     lr: float = 2e-3
     weight_decay: float = 1e-4
     seed: int = 0
@@ -112,8 +118,23 @@ def training_attrs(task: Task, seed: int, n: int) -> WorldAttrs:
 
 
 def init_variables(clf: Classifier, key: jax.Array) -> dict:
-    """Linen init, with BatchNorm statistics set to the identity (mean 0, var 1)."""
-    variables = clf.module.init(key, *clf.dummy_inputs())
+    """Linen init with He-normal conv kernels and identity BatchNorm statistics.
+
+    He init (variance 2 / fan_in) because Flax's default LeCun init halves the variance
+    at every ReLU of this normalisation-free net; measured on label = shape, batch 64:
+    held-out accuracy 0.85 vs 0.52 after 300 steps.
+    """
+    k_init, k_he = jax.random.split(key)
+    variables = clf.module.init(k_init, *clf.dummy_inputs())
+    flat, treedef = jax.tree_util.tree_flatten_with_path(variables["params"])
+    keys = jax.random.split(k_he, len(flat))
+    leaves = []
+    for (path, x), k in zip(flat, keys):
+        if str(path[-1].key) == "kernel" and x.ndim == 4:  # HWIO conv kernels
+            fan_in = int(np.prod(x.shape[:-1]))
+            x = jax.random.normal(k, x.shape, x.dtype) * np.sqrt(2.0 / fan_in)
+        leaves.append(x)
+    variables = dict(variables, params=jax.tree_util.tree_unflatten(treedef, leaves))
     variables = jax.tree.map(np.asarray, variables)
     if "batch_stats" in variables:
         variables["batch_stats"] = jax.tree_util.tree_map_with_path(
@@ -143,11 +164,23 @@ def logits_fn(clf: Classifier, variables) -> Callable[[np.ndarray], jax.Array]:
     return jax.jit(lambda x: clf.logits(variables, x))
 
 
-def accuracy(fn: Callable, images_u8: np.ndarray, labels: np.ndarray, batch: int = 250) -> float:
-    preds = np.concatenate([
-        np.asarray(fn(images_u8[i:i + batch].astype(np.float32) / 255.0)).argmax(1)
-        for i in range(0, len(images_u8), batch)])
-    return float(np.mean(preds == labels))
+def padded_logits(fn: Callable, images: np.ndarray, batch: int = 256) -> np.ndarray:
+    """``fn`` over fixed-size chunks (the last one zero-padded), so a jitted ``fn``
+    compiles once. images: [N, S, S, 3] uint8 or float in [0, 1] -> logits [N, C]."""
+    out = []
+    for i in range(0, len(images), batch):
+        x = images[i:i + batch]
+        x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
+        n = len(x)
+        if n < batch:
+            x = np.concatenate([x, np.zeros((batch - n, *x.shape[1:]), np.float32)])
+        out.append(np.asarray(fn(x))[:n])
+    return np.concatenate(out)
+
+
+def accuracy(fn: Callable, images_u8: np.ndarray, labels: np.ndarray) -> float:
+    """Top-1 accuracy of logits function ``fn`` on uint8 images [N, S, S, 3]."""
+    return float(np.mean(padded_logits(fn, images_u8).argmax(1) == labels))
 
 
 def train_classifier(task: Task, images_u8: np.ndarray, labels: np.ndarray,
@@ -170,7 +203,8 @@ def train_classifier(task: Task, images_u8: np.ndarray, labels: np.ndarray,
     k_init, k_data = jax.random.split(key)
     variables = init_variables(clf, k_init)
     params, batch_stats = variables["params"], variables["batch_stats"]
-    steps = max(1, int(cfg.epochs * len(images_u8) / cfg.batch))
+    epochs = cfg.epochs * task.epoch_scale
+    steps = max(1, int(epochs * len(images_u8) / cfg.batch))
     sched = optax.warmup_cosine_decay_schedule(0.0, cfg.lr, min(50, steps // 5),
                                                max(steps, min(50, steps // 5) + 1),
                                                end_value=0.05 * cfg.lr)
@@ -179,7 +213,7 @@ def train_classifier(task: Task, images_u8: np.ndarray, labels: np.ndarray,
     step_fn = make_train_step(clf, opt)
     order_rng = np.random.default_rng(np.asarray(jax.random.bits(k_data, (2,), np.uint32)))
     order = np.concatenate([order_rng.permutation(len(images_u8))
-                            for _ in range(int(np.ceil(cfg.epochs)) + 1)])
+                            for _ in range(int(np.ceil(epochs)) + 1)])
     t0, losses = time.time(), []
     for s in range(steps):
         idx = order[s * cfg.batch:(s + 1) * cfg.batch]
@@ -235,15 +269,14 @@ def train_all(cfg: ClassifierTrainConfig, tasks: dict[str, Task] | None = None, 
             iid_u8 = render(iid, cfg.seed + 4_000_037, image_size=cfg.image_size)
             info["train_task_accuracy"] = accuracy(fn, iid_u8, getattr(iid, task.label))
         t1 = time.time()
-        table = measure_interventions(fn, int_attrs, jax.random.fold_in(root, 100 + i),
-                                      render_seed=cfg.seed + 3_000_017,
-                                      image_size=cfg.image_size,
-                                      labels=getattr(int_attrs, task.label))
+        table = measure_interventions(
+            functools.partial(padded_logits, fn), int_attrs, jax.random.fold_in(root, 100 + i),
+            render_seed=cfg.seed + 3_000_017, image_size=cfg.image_size,
+            labels=getattr(int_attrs, task.label))
         info["interventions"] = table.to_dict()
         info["critical"] = table.critical
         info["intervention_seconds"] = round(time.time() - t1, 1)
-        info["label"] = task.label
-        info["tie_background"] = task.tie_background
+        info["task"] = dataclasses.asdict(task)
         if log:
             log(f"[world_classifiers] {name}: test acc {info['test_accuracy']:.3f}, "
                 f"critical attribute {table.critical}\n{table.to_markdown()}")
@@ -277,8 +310,7 @@ def get_or_train_classifiers(cache_dir: str | Path, cfg: ClassifierTrainConfig |
         if mpath.is_file():
             metrics = json.loads(mpath.read_text())
             if (metrics.get("train_config") == want["train_config"]
-                    and metrics.get("label") == task.label
-                    and metrics.get("tie_background") == task.tie_background):
+                    and metrics.get("task") == json.loads(json.dumps(dataclasses.asdict(task)))):
                 clf, variables = load_model(root / name)
                 out[name] = (clf, variables, metrics)
                 if log:
@@ -292,7 +324,7 @@ def get_or_train_classifiers(cache_dir: str | Path, cfg: ClassifierTrainConfig |
                        source={"trained_by": "train.world_classifiers", "task": name},
                        overwrite=True)
             write_json_atomic(root / name / METRICS_NAME, info)  # last: marks completion
-            out[name] = (clf, variables, info)
+            out[name] = (clf, variables, json.loads((root / name / METRICS_NAME).read_text()))
     return {name: out[name] for name in tasks}
 
 

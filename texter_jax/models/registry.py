@@ -22,7 +22,6 @@ FAMILIES: dict[str, str] = {
     "dino_resnet": "texter_jax.models.dino_resnet",
     "clip": "texter_jax.models.clip",
     "world_clip": "texter_jax.models.world_clip",
-    "world_cnn": "texter_jax.models.small_cnn",
 }
 
 

@@ -1,0 +1,129 @@
+"""Per-image records (JSONL, append-only, resumable) and the artefact cache (.npz).
+
+``records.jsonl`` holds one JSON object per line, one line per (image, method), each
+appended and flushed as soon as it is computed, so an interrupted run loses at most the
+line being written. On start the file is scanned: complete lines are kept, a truncated
+last line (a crash mid-write) is cut off, and the (image, method) pairs already present
+are skipped.
+
+The cache keeps the expensive per-image artefacts -- the aligned concept-image crop
+embeddings of TEXTER (MACO) and of each sanity variant, with label, probability and
+units -- as ``<cache>/<key[:2]>/<key>.npz``, the key hashing the method's full
+explanation config, the model identities and the image bytes. Metrics are recomputed
+from it in milliseconds, so adding or changing a metric never re-runs MACO.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from texter_jax.io.atomic import write_bytes_atomic
+
+
+def stable_hash(obj: Any, n: int = 16) -> str:
+    """First ``n`` hex digits of sha256 of the canonical JSON of ``obj``."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:n]
+
+
+class RecordStore:
+    """Append-only JSONL of per-image records keyed by ``(image, method)``."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.records: list[dict] = []
+        self.dropped_tail = False
+        self._load()
+
+    def _load(self) -> None:
+        if not self.path.is_file():
+            return
+        data = self.path.read_bytes()
+        good_end = 0
+        pos = 0
+        while pos < len(data):
+            nl = data.find(b"\n", pos)
+            line = data[pos:] if nl < 0 else data[pos:nl]
+            end = len(data) if nl < 0 else nl + 1
+            if line.strip():
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    if nl < 0:  # a truncated last line: cut it off below
+                        break
+                    raise ValueError(f"{self.path}: line {len(self.records) + 1} is not "
+                                     "JSON and is not the last line; fix or remove it")
+                self.records.append(rec)
+            if nl < 0:  # complete JSON without its newline: add one
+                with open(self.path, "ab") as f:
+                    f.write(b"\n")
+                end = len(data) + 1
+            good_end = end
+            pos = end
+        if good_end < len(data):
+            with open(self.path, "r+b") as f:
+                f.truncate(good_end)
+            self.dropped_tail = True
+
+    def done(self) -> set[tuple[str, str]]:
+        return {(r["image"], r["method"]) for r in self.records}
+
+    def append(self, record: dict) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        line = json.dumps(record, sort_keys=False, allow_nan=True) + "\n"
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+        self.records.append(record)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
+class ArtifactCache:
+    """``.npz`` files of named arrays under ``root``, keyed by strings."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def key(*parts: Any) -> str:
+        return stable_hash(list(parts), 40)
+
+    def path_for(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.npz"
+
+    def load(self, key: str) -> dict[str, np.ndarray] | None:
+        p = self.path_for(key)
+        if not p.is_file():
+            self.misses += 1
+            return None
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                out = {k: z[k] for k in z.files}
+        except (OSError, ValueError, EOFError):
+            self.misses += 1
+            return None  # corrupt: recomputed and overwritten
+        self.hits += 1
+        return out
+
+    def store(self, key: str, arrays: dict[str, np.ndarray]) -> None:
+        buf = io.BytesIO()
+        np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+        write_bytes_atomic(self.path_for(key), buf.getvalue())
+
+
+def rows(arrays: dict[str, np.ndarray], n: int) -> Iterable[dict[str, np.ndarray]]:
+    """Splits ``{name: [B, ...]}`` into B dicts of per-row arrays."""
+    for i in range(n):
+        yield {k: np.asarray(v[i]) for k, v in arrays.items()}

@@ -1,0 +1,168 @@
+"""`texter eval` end to end on a procedural-world set with tiny real model folders:
+interrupt and resume, a truncated last line, unreadable images, the cache, the tables and
+plots, and sanity checks that hold by construction."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from eval.world_set import write_world_set
+from tests.helpers import aligner_folder, sae_folder, tiny_classifier_folder, tiny_clip_folder
+from texter_jax.cli import main
+from texter_jax.world import sample_attributes
+
+TINY = ["--steps", "2", "--canvas", "32", "--crops", "2", "--map-crops", "2",
+        "--ig-steps", "4", "--k-neu", "2", "--batch-size", "4", "--n-boot", "100",
+        "--top-k", "3", "--preprocess", "resize"]
+N_IMAGES = 8
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    data = write_world_set(root / "world", sample_attributes(0, N_IMAGES),
+                           label_attribute="shape", truth_attributes="background",
+                           image_size=32)
+    (data / "class_00" / "broken.png").write_bytes(b"\x89PNG not an image")
+    models = {"classifier": tiny_classifier_folder(root / "clf", num_classes=6),
+              "clip": tiny_clip_folder(root / "clip", root),
+              "aligner": aligner_folder(root / "aligner", 16, 12),
+              "sae": sae_folder(root / "sae", 16)}
+    return root, data, models
+
+
+def _eval(world, out, *extra, cache=None):
+    root, data, models = world
+    args = ["eval", str(data), "--out", str(out), "--class-names",
+            str(data / "class_names.txt"), "--bank", str(data / "bank.txt"), "--no-generic",
+            "--truth", str(data / "truth.json"), *TINY, *extra]
+    for k, v in models.items():
+        args += [f"--{k}", str(v)]
+    if cache is not None:
+        args += ["--cache", str(cache)]
+    return main(args)
+
+
+def _records(out):
+    return [json.loads(x) for x in (out / "records.jsonl").read_text().splitlines()]
+
+
+def test_eval_resume_tables_plots_and_sanity(world, capsys):
+    root, data, _ = world
+    out = root / "run_a"
+    assert _eval(world, out, "--limit", "5") == 0
+    assert len(_records(out)) == 5
+    with open(out / "records.jsonl", "a") as f:
+        f.write('{"image": "class_0')  # killed mid-write
+    assert _eval(world, out) == 0
+    err = capsys.readouterr().err
+    assert "truncated" in err and "broken.png" in err
+    recs = _records(out)
+    methods = ["texter", "texter-nosae", "text2concept", "random"]
+    pairs = [(r["image"], r["method"]) for r in recs]
+    assert len(pairs) == len(set(pairs)) == N_IMAGES * len(methods)
+    run = json.loads((out / "run.json").read_text())
+    assert [s["image"] for s in run["skipped"]] == ["class_00/broken.png"]
+    assert run["sanity_randomised"]["head"]["modules"] == "fc"
+
+    truth = json.loads((data / "truth.json").read_text())["images"]
+    for r in recs:
+        m = r["metrics"]
+        assert -1 <= m["clip_top1"] <= 1 and 0 <= m["insertion_auc"] <= 1
+        assert -1 - 1e-6 <= m["directional_cos_top1"] <= 1 + 1e-6
+        assert m["hit@1"] in (0.0, 1.0) and m["hit@1"] <= m["hit@3"]
+        assert len(r["curves"]["insertion"]) == 4  # top-k 3 -> 4 points
+        # deletion starts at the image itself: p(pred) of the classifier
+        assert abs(r["curves"]["deletion"][0] - r["prob"]) < 1e-4
+        named = {tuple(p) for p in truth[r["image"]]}
+        meaning = json.loads((data / "truth.json").read_text())["meaning"]
+        top1_hit = tuple(meaning.get(r["top_concepts"][0][0], ())) in named
+        assert m["hit@1"] == float(top1_hit)
+        if r["method"] == "text2concept":
+            # Text-to-Concept reads global features only: a random head changes nothing
+            assert m["sanity_head_rho"] == pytest.approx(1.0, abs=1e-6)
+            assert "sanity_units_rho" not in m
+        if r["method"].startswith("texter"):
+            assert {"sanity_head_rho", "sanity_top_rho", "sanity_units_rho",
+                    "sanity_seed_rho"} <= m.keys()
+            assert r["units"] and r["maco_retries"] >= 0
+    for name in ("summary.md", "summary.csv", "curves.png", "distributions.png"):
+        assert (out / name).stat().st_size > 100, name
+    md = (out / "summary.md").read_text()
+    assert all(f"| {m} " in md or f" {m} |" in md for m in methods)
+    assert "## misclassified" in md or "## correct" in md
+    rows = list(csv.DictReader((out / "summary.csv").open()))
+    assert {r["metric"] for r in rows} >= {"clip_top1", "insertion_auc", "deletion_auc",
+                                           "hit@1", "sanity_head_rho"}
+    for r in rows:
+        assert float(r["ci_low"]) - 1e-9 <= float(r["mean"]) <= float(r["ci_high"]) + 1e-9
+
+    # An uninterrupted run on the same concept images writes the same table, without
+    # re-running MACO (every artefact comes from the cache).
+    out_b = root / "run_b"
+    assert _eval(world, out_b, cache=out / "cache") == 0
+    assert (out_b / "summary.csv").read_text() == (out / "summary.csv").read_text()
+    run_b = json.loads((out_b / "run.json").read_text())
+    assert run_b["cache"]["misses"] == 0 and run_b["cache"]["hits"] > 0
+    # ... and a fresh computation of the main explanations (other batching than the
+    # interrupted run) gives the same records.
+    out_c = root / "run_c"
+    assert _eval(world, out_c, "--methods", "texter-nosae", "--sanity", "none",
+                 "--batch-size", "4") == 0
+    a = {r["image"]: r for r in recs if r["method"] == "texter-nosae"}
+    for r in _records(out_c):
+        assert r["top_concepts"] == a[r["image"]]["top_concepts"]
+        np.testing.assert_allclose(r["metrics"]["insertion_auc"],
+                                   a[r["image"]]["metrics"]["insertion_auc"], atol=1e-6)
+
+
+def test_eval_setup_errors(world, tmp_path, capsys):
+    root, data, models = world
+    args = ["eval", str(data), "--out", str(tmp_path / "o"), "--classifier",
+            str(models["classifier"]), "--clip", str(models["clip"]), "--aligner",
+            str(models["aligner"])]
+    assert main(args) == 2 and "--sae" in capsys.readouterr().err
+    assert main(args + ["--methods", "texter,bogus"]) == 2
+    assert "bogus" in capsys.readouterr().err
+    # folders that are not the classifier's classes and no names to map them
+    assert main(args + ["--methods", "random"]) == 2
+    assert "cannot map" in capsys.readouterr().err
+    # ... unless the set is declared unlabelled (CLIP score etc. need no labels)
+    assert main(args + ["--methods", "random", "--no-labels", "--no-plots", "--top-k", "3",
+                        "--n-boot", "50", "--preprocess", "resize"]) == 0
+    md = (tmp_path / "o" / "summary.md").read_text()
+    assert "## all" in md and "## misclassified" not in md and "clip_top1" in md
+
+
+def test_sanity_composition_reproduces_the_runner_cache(world):
+    """texter_variant with the real model and IG units is explain_batch: it reproduces
+    the crop embeddings the runner cached for TEXTER (same keys, same programs)."""
+    from eval.data import file_digest, image_id, load_for_classifier
+    from eval.pipeline import texter_variant
+    from eval.records import ArtifactCache
+    from texter_jax.emphasis import MacoConfig, default_spectrum
+    from texter_jax.explain import ExplainConfig, image_keys
+    from texter_jax.io.artifacts import load_aligner, load_sae
+    from texter_jax.io.checkpoints import load_model
+
+    root, data, models = world
+    run = json.loads((root / "run_a" / "run.json").read_text())
+    spec = next(m for m in run["methods"] if m["label"] == "texter")
+    clf, v = load_model(models["classifier"])
+    aligner, sae = load_aligner(models["aligner"]), load_sae(models["sae"])
+    config = ExplainConfig(k_neu=2, ig_steps=4, ranked_units=16, map_crops=2,
+                           maco=MacoConfig(canvas=32, steps=2, n_crops=2, crop_size=32))
+    assert json.loads(json.dumps(spec["config"]["maco"])) == json.loads(json.dumps(
+        __import__("dataclasses").asdict(config.maco)))
+    rels = [r["image"] for r in _records(root / "run_a") if r["method"] == "texter"][:4]
+    cache = ArtifactCache(root / "run_a" / "cache")
+    cached = [cache.load(cache.key(spec["explain_hash"], "main", file_digest(data / rel),
+                                   image_id(rel))) for rel in rels]
+    x = np.stack([load_for_classifier(data / rel, 32, "resize") for rel in rels])
+    got = texter_variant(clf, v, v, aligner, x, image_keys(0, [image_id(r) for r in rels]),
+                         config, class_idx=np.array([int(c["label"]) for c in cached]),
+                         sae=sae, magnitude=default_spectrum(32))
+    np.testing.assert_allclose(got, np.stack([c["crop_embeddings"] for c in cached]),
+                               rtol=1e-5, atol=1e-5)
