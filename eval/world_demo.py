@@ -53,17 +53,17 @@ class DemoConfig:
     clip_steps: int = 700
     train_images: int = 8000
     feature_images: int = 3000
-    explain_images: int = 48
+    explain_images: int = 32
     ig_steps: int = 100
     k_neu: int = 6
     canvas: int = 256
-    maco_steps: int = 128
+    maco_steps: int = 64
     maco_crops: int = 6
     map_crops: int = 6
     sae_expansion: int = 8
     sae_epochs: int = 10
     sae_batch: int = 128
-    batch_size: int = 16
+    batch_size: int = 32
     seed: int = 0
     figure_examples: int = 3
 

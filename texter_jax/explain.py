@@ -48,6 +48,9 @@ class ExplainConfig:
       compute_dtype: ``"bfloat16"`` runs the classifier's MACO forward/backward in bf16;
         None keeps float32 everywhere.
       max_retries: bound on the MACO retries per image (the release has none).
+      unit_ranking: ``"abs"`` ranks units by |attribution| as the release does (units
+        that argue *against* the class can be selected); ``"signed"`` keeps the largest
+        positive contributions only.
     """
 
     k_neu: int = 6
@@ -59,8 +62,11 @@ class ExplainConfig:
     map_crops: int = 6
     compute_dtype: str | None = None
     max_retries: int = 8
+    unit_ranking: str = "abs"
 
     def __post_init__(self):
+        if self.unit_ranking not in ("abs", "signed"):
+            raise ValueError(f"unit_ranking must be 'abs' or 'signed', got {self.unit_ranking!r}")
         if self.k_neu < 1 or self.ranked_units < self.k_neu:
             raise ValueError(f"need 1 <= k_neu ({self.k_neu}) <= ranked_units "
                              f"({self.ranked_units})")
@@ -141,12 +147,14 @@ def predict(classifier: Classifier, variables: Variables, images: Array) -> Pred
 
 
 def contributions(classifier: Classifier, variables: Variables, z: Array, class_idx: Array,
-                  sae: Sae | None, *, steps: int, method: str, ranked: int) -> Contributions:
+                  sae: Sae | None, *, steps: int, method: str, ranked: int,
+                  ranking: str = "abs") -> Contributions:
     """Stage 1: IG of ``F_c`` over features (sae None) or TopK SAE codes.
 
     Args:
       z: float32 [B, D] features; class_idx: int [B] target classes.
       ranked: R, the number of ranked units returned.
+      ranking: ``"abs"`` (release) or ``"signed"``, see :class:`ExplainConfig`.
     """
     head = functools.partial(classifier.head, variables)
     if sae is None:
@@ -157,6 +165,12 @@ def contributions(classifier: Classifier, variables: Variables, z: Array, class_
         scores = ig_sae_codes(head, sae.params, codes, class_idx, steps=steps, method=method)
         active = codes != 0  # the release ranks only the codes that fired
     ids, vals = top_units(scores, ranked, active)
+    if ranking == "signed":
+        positive = scores > 0 if active is None else active & (scores > 0)
+        s_ids, s_vals = top_units(scores, ranked, positive, by="signed")
+        # A row with no positive contribution keeps the |score| ranking.
+        has = (s_ids[:, :1] >= 0)
+        ids, vals = jnp.where(has, s_ids, ids), jnp.where(has, s_vals, vals)
     return Contributions(scores, ids, vals, ids >= 0)
 
 
@@ -217,13 +231,13 @@ def _shard(x, sharding):
 
 
 @functools.partial(jax.jit, static_argnames=("classifier", "steps", "method", "ranked",
-                                              "use_sae", "top_k"))
+                                              "use_sae", "top_k", "ranking"))
 def _stage1(classifier, variables, sae_params, images, *, steps, method, ranked, use_sae,
-            top_k):
+            top_k, ranking):
     pred = predict(classifier, variables, images)
     sae = Sae(sae_params, top_k) if use_sae else None
     contrib = contributions(classifier, variables, pred.z, pred.label, sae, steps=steps,
-                            method=method, ranked=ranked)
+                            method=method, ranked=ranked, ranking=ranking)
     return pred, contrib
 
 
@@ -306,7 +320,7 @@ def explain_batch(classifier: Classifier, variables: Variables, aligner: Aligner
     pred, contrib = _stage1(classifier, variables, sae.params if sae else None, x,
                             steps=config.ig_steps, method=config.ig_method, ranked=ranked,
                             use_sae=config.use_sae and sae is not None,
-                            top_k=sae.top_k if sae else 0)
+                            top_k=sae.top_k if sae else 0, ranking=config.unit_ranking)
 
     if config.use_sae:
         objective = sae_objective(classifier, variables, sae_encode, sae.params,
