@@ -19,6 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
+from texter_jax.io.class_names import read_class_index  # noqa: F401 (re-export)
 from texter_jax.io.images import IMAGE_SUFFIXES, load_rgb, resize_center_crop
 
 TRUTH_FORMAT = "texter_jax/eval-truth/v1"
@@ -60,39 +61,6 @@ def file_digest(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def read_class_index(path: str | os.PathLike | None, num_classes: int
-                     ) -> tuple[list[str], list[str] | None]:
-    """Class names in index order, plus folder ids when the file gives them.
-
-    Accepts .txt (one name per line), a JSON list, ``{index: name}`` or the Keras
-    ``{index: [wnid, name]}`` form. Without a file: ``class_0 .. class_{C-1}``.
-    """
-    if path is None:
-        return [f"class_{i}" for i in range(num_classes)], None
-    p = Path(path)
-    text = p.read_text(encoding="utf-8")
-    ids = None
-    if p.suffix == ".json":
-        obj = json.loads(text)
-        if isinstance(obj, dict):
-            vals = [obj.get(str(i), obj.get(i)) for i in range(num_classes)]
-            if any(v is None for v in vals):
-                raise EvalDataError(f"{p}: indices 0..{num_classes - 1} are not all present")
-            if all(isinstance(v, list) and len(v) == 2 for v in vals):
-                ids = [str(v[0]) for v in vals]
-                names = [str(v[1]) for v in vals]
-            else:
-                names = [str(v) for v in vals]
-        else:
-            names = [str(x) for x in obj]
-    else:
-        names = [line.strip() for line in text.splitlines() if line.strip()]
-    if len(names) != num_classes:
-        raise EvalDataError(f"{p}: {len(names)} class names for a classifier with "
-                            f"{num_classes} classes")
-    return names, ids
 
 
 def folder_labels(folders: Sequence[str], names: Sequence[str], ids: Sequence[str] | None,
@@ -178,17 +146,8 @@ def load_for_classifier(path, size: int, preprocess: str = "imagenet") -> np.nda
 
 def load_for_clip(path, size: int) -> np.ndarray:
     """float32 [size, size, 3] in [0, 1]: CLIP's Resize(size, bicubic) + CenterCrop(size)."""
-    from PIL import Image
-
-    im = load_rgb(path)
-    w, h = im.size
-    if w <= h:
-        nw, nh = size, max(1, int(size * h / w))
-    else:
-        nw, nh = max(1, int(size * w / h)), size
-    im = im.resize((nw, nh), Image.BICUBIC)
-    left, top = int(round((nw - size) / 2.0)), int(round((nh - size) / 2.0))
-    return np.asarray(im.crop((left, top, left + size, top + size)), np.float32) / 255.0
+    im = resize_center_crop(load_rgb(path), size, size, resample="bicubic")
+    return np.asarray(im, np.float32) / 255.0
 
 
 @dataclasses.dataclass(frozen=True)

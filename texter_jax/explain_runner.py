@@ -7,7 +7,6 @@ and writes (one ``results.json`` and ``figure.png`` per image, atomically).
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
@@ -25,23 +24,10 @@ class ExplainSetupError(ValueError):
 
 
 def load_class_names(path: str | None, num_classes: int) -> list[str]:
-    """Class names from a .txt (one per line) or .json (list or {index: name}) file."""
-    if path is None:
-        return [f"class_{i}" for i in range(num_classes)]
-    p = Path(path)
-    text = p.read_text(encoding="utf-8")
-    if p.suffix == ".json":
-        obj = json.loads(text)
-        if isinstance(obj, dict):
-            names = [str(obj.get(str(i), obj.get(i, f"class_{i}"))) for i in range(num_classes)]
-        else:
-            names = [str(x) for x in obj]
-    else:
-        names = [line.strip() for line in text.splitlines() if line.strip()]
-    if len(names) != num_classes:
-        raise ExplainSetupError(f"{p}: {len(names)} class names for a classifier with "
-                                f"{num_classes} classes")
-    return names
+    """Class names in index order (see :func:`texter_jax.io.class_names.read_class_index`)."""
+    from texter_jax.io.class_names import read_class_index
+
+    return read_class_index(path, num_classes)[0]
 
 
 def text_encoder(clip, variables, clip_dir: str) -> Callable[[list[str]], np.ndarray]:

@@ -123,23 +123,10 @@ def preprocess_image(path: str | os.PathLike, preprocess: str) -> np.ndarray:
     Raises:
       texter_jax.io.images.ImageLoadError: the file cannot be decoded (names the file).
     """
-    from PIL import Image
-
-    from texter_jax.io.images import load_rgb
+    from texter_jax.io.images import load_rgb, resize_center_crop
 
     resize, crop, resample = PREPROCESS[preprocess]
-    im = load_rgb(path)
-    w, h = im.size
-    if w <= h:
-        size = (resize, max(1, int(resize * h / w)))
-    else:
-        size = (max(1, int(resize * w / h)), resize)
-    filt = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}[resample]
-    if size != (w, h):
-        im = im.resize(size, filt)
-    left = int(round((size[0] - crop) / 2.0))
-    top = int(round((size[1] - crop) / 2.0))
-    im = im.crop((left, top, left + crop, top + crop))
+    im = resize_center_crop(load_rgb(path), resize, crop, resample=resample)
     return np.asarray(im, dtype=np.uint8)
 
 

@@ -67,17 +67,19 @@ def load_rgb(path: str | os.PathLike):
         raise ImageLoadError(f"cannot read image {path}: {e}") from e
 
 
-def resize_center_crop(image, resize: int, crop: int):
-    """torchvision-style ``Resize(resize)`` (shorter side, bilinear, antialiased) then
-    ``CenterCrop(crop)`` on a PIL image."""
+def resize_center_crop(image, resize: int, crop: int, *, resample: str = "bilinear"):
+    """torchvision-style ``Resize(resize)`` (shorter side, antialiased; ``"bilinear"`` or
+    ``"bicubic"``) then ``CenterCrop(crop)`` on a PIL image."""
     from PIL import Image
 
+    filt = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}[resample]
     w, h = image.size
     if w <= h:
         new_w, new_h = resize, max(1, int(resize * h / w))
     else:
         new_w, new_h = max(1, int(resize * w / h)), resize
-    image = image.resize((new_w, new_h), Image.BILINEAR)
+    if (new_w, new_h) != (w, h):  # already at size: resampling would be the identity
+        image = image.resize((new_w, new_h), filt)
     left = int(round((new_w - crop) / 2.0))
     top = int(round((new_h - crop) / 2.0))
     return image.crop((left, top, left + crop, top + crop))
