@@ -121,5 +121,9 @@ def phase_to_image(phase: Array, magnitude: Array) -> Array:
     # s= makes odd canvases round-trip too; for even S it equals the release's default.
     spatial = jnp.fft.irfft2(spectrum, s=(canvas, canvas), axes=(-2, -1))
     spatial = standardize(spatial)
-    rgb = recorrelate_colors(jnp.transpose(spatial, (1, 2, 0)))
-    return jax.nn.sigmoid(rgb)
+    # Mix colours on the planar [3, S, S] layout, then move channels last: the same
+    # sums, but under vmap the [..., S, S, 3] form was 4.7x slower on CPU (ENV_FACTS).
+    m = jnp.asarray(COLOR_CORRELATION_SQRT, spatial.dtype)
+    rgb = jnp.stack([spatial[0] * m[0, c] + spatial[1] * m[1, c] + spatial[2] * m[2, c]
+                     for c in range(3)])
+    return jnp.transpose(jax.nn.sigmoid(rgb), (1, 2, 0))

@@ -26,6 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
+from texter_jax.models.conv import conv_general_dilated
+
 from texter_jax.classifier import Classifier
 from texter_jax.types import Array
 
@@ -148,7 +150,8 @@ def _conv(features: int, kernel: int, stride: int, name: str) -> nn.Conv:
     # torch pads k // 2 on every side; "SAME" would pad asymmetrically at stride 2.
     pad = kernel // 2
     return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
-                   padding=((pad, pad), (pad, pad)), use_bias=False, name=name)
+                   padding=((pad, pad), (pad, pad)), use_bias=False, name=name,
+                   conv_general_dilated=conv_general_dilated)
 
 
 def _bn(name: str) -> nn.BatchNorm:
