@@ -13,7 +13,9 @@ def register(subparsers) -> None:
             "Average the FFT amplitude of every image under IMAGE_DIR (recursively), each "
             "resized (shorter side) and centre-cropped to CANVAS and mapped to the "
             "decorrelated colour space MACO optimises in. Writes float32 "
-            "[3, CANVAS, CANVAS // 2 + 1]. Without a template, MACO uses a 1/f power law."),
+            "[3, CANVAS, CANVAS // 2 + 1]. The zero-frequency (mean colour) term is replaced "
+            "by the lowest-frequency ring unless --keep-dc. Without a template, MACO uses a "
+            "1/f power law."),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="example: texter spectrum data/imagenet_val --canvas 1280 --out spectrum.npy")
     p.add_argument("image_dir", help="folder of images (searched recursively)")
@@ -21,6 +23,10 @@ def register(subparsers) -> None:
     p.add_argument("--out", default="spectrum.npy", help="output .npy (default spectrum.npy)")
     p.add_argument("--limit", type=int, default=None,
                    help="use at most this many images (sorted order)")
+    p.add_argument("--keep-dc", action="store_true",
+                   help="keep the measured zero-frequency (mean colour) term; by default it "
+                        "is replaced by the lowest-frequency ring, since with MACO's random "
+                        "phase a large DC fixes a random mean colour")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
 
@@ -45,8 +51,9 @@ def run(args) -> int:
         return 2
     try:
         magnitude = spectrum_from_images(
-            tqdm(paths, desc="spectrum", unit="img", disable=args.no_progress), args.canvas)
-    except ImageLoadError as e:
+            tqdm(paths, desc="spectrum", unit="img", disable=args.no_progress), args.canvas,
+            keep_dc=args.keep_dc)
+    except (ImageLoadError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     out = save_spectrum(args.out, magnitude)

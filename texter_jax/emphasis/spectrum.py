@@ -100,8 +100,40 @@ def image_spectrum(image: np.ndarray) -> np.ndarray:
     return np.abs(np.fft.rfft2(np.moveaxis(x, -1, 0), axes=(-2, -1)))
 
 
+def replace_dc(magnitude: np.ndarray) -> np.ndarray:
+    """The template with each channel's DC term set to its lowest-frequency ring.
+
+    A measured template's DC (zero-frequency) term is the images' mean colour, not their
+    texture: for flat-coloured images it dwarfs every other frequency. MACO pairs it with
+    a random phase, so a large DC fixes the canvas's mean colour at random (on world
+    renders 31 % of concept images came out in the anti-colour). The power law gives DC
+    the amplitude of the lowest non-zero frequency (1 cycle per canvas); this does the
+    same with the measured values: the mean of the 1-cycle bins (0, 1), (1, 0), (-1, 0).
+
+    Args:
+      magnitude: float [3, S, S // 2 + 1].
+
+    Returns:
+      float32 copy with ``[:, 0, 0]`` replaced.
+
+    Raises:
+      ValueError: a channel has no energy outside DC (flat images, no texture at all):
+        such a template would make every concept image flat.
+    """
+    m = np.array(magnitude, np.float32)
+    ring = np.stack([m[:, 0, 1], m[:, 1, 0], m[:, -1, 0]], axis=1).mean(axis=1)
+    rest = m.copy()
+    rest[:, 0, 0] = 0
+    if np.any(rest.reshape(3, -1).max(axis=1) <= 0):
+        raise ValueError("the images have no energy outside the zero frequency (flat "
+                         "colours, no texture): they cannot serve as a magnitude template; "
+                         "use textured images or the default power law")
+    m[:, 0, 0] = ring
+    return m
+
+
 def spectrum_from_images(images: Iterable[str | os.PathLike | np.ndarray],
-                         canvas: int) -> np.ndarray:
+                         canvas: int, *, keep_dc: bool = False) -> np.ndarray:
     """Mean FFT amplitude of images resized (shorter side) and centre-cropped to the canvas.
 
     A streaming mean: one image is held at a time, plus a float64 running sum
@@ -116,12 +148,16 @@ def spectrum_from_images(images: Iterable[str | os.PathLike | np.ndarray],
       images: file paths (loaded as RGB, EXIF-upright) or arrays [H, W, 3]
         (uint8 in [0, 255] or float in [0, 1]).
       canvas: S.
+      keep_dc: keep the measured zero-frequency term; by default it is replaced by the
+        lowest-frequency ring (:func:`replace_dc`), since with a random phase a large DC
+        fixes a random mean colour.
 
     Returns:
       float32 [3, S, S // 2 + 1].
 
     Raises:
-      ValueError: no image was given, or an array is not [H, W, 3].
+      ValueError: no image was given, an array is not [H, W, 3], or (unless
+        ``keep_dc``) the images have no texture at all.
     """
     total = np.zeros(spectrum_shape(canvas), np.float64)
     count = 0
@@ -141,7 +177,8 @@ def spectrum_from_images(images: Iterable[str | os.PathLike | np.ndarray],
         count += 1
     if count == 0:
         raise ValueError("spectrum_from_images got no images")
-    return (total / count).astype(np.float32)
+    mean = (total / count).astype(np.float32)
+    return mean if keep_dc else replace_dc(mean)
 
 
 def save_spectrum(path: str | os.PathLike, magnitude: np.ndarray) -> Path:
