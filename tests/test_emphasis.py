@@ -16,9 +16,9 @@ from flax import linen as nn
 from texter_jax.classifier import Classifier
 from texter_jax.emphasis import (
     MacoConfig, crop_and_resize, features_objective, init_phase, load_spectrum, maco,
-    maco_batch, maco_batch_with_retry, phase_to_image, power_law_spectrum, random_crops,
-    sae_objective, sample_boxes, save_spectrum, spectrum_from_images, torch_nadam,
-    with_units)
+    maco_batch, maco_batch_with_retry, maco_progress, phase_to_image, power_law_spectrum,
+    random_crops, sae_objective, sample_boxes, save_spectrum, spectrum_from_images,
+    torch_nadam, with_units)
 from texter_jax.emphasis import add_noise
 from texter_jax.emphasis.param import COLOR_CORRELATION_SQRT, spectrum_shape
 from texter_jax.emphasis.render import _maco_jit
@@ -104,6 +104,38 @@ def test_spectrum_from_images_synthetic(tmp_path):
     assert load_spectrum(path, canvas=16).shape == spectrum_shape(16)
     with pytest.raises(ValueError):
         spectrum_from_images([], s)
+
+
+def test_measured_dc_is_replaced_by_the_lowest_ring():
+    # Near-flat colour images: almost all energy at DC. Kept, it would fix the concept
+    # image's mean colour by the sign of a random phase; replaced, it is the 1-cycle
+    # ring's mean, as in the power law.
+    from texter_jax.emphasis.param import phase_to_image
+    from texter_jax.emphasis.spectrum import replace_dc
+
+    s, rng = 32, np.random.default_rng(1)
+    flat = [np.clip(np.array([0.9, 0.2, 0.1]) + 0.02 * rng.standard_normal((s, s, 3)), 0, 1)
+            for _ in range(4)]
+    raw = spectrum_from_images(flat, s, keep_dc=True)
+    fixed = spectrum_from_images(flat, s)
+    ring = np.stack([raw[:, 0, 1], raw[:, 1, 0], raw[:, -1, 0]], 1).mean(1)
+    np.testing.assert_allclose(fixed[:, 0, 0], ring, rtol=1e-6)
+    np.testing.assert_array_equal(fixed[:, 1:], raw[:, 1:])
+    assert np.all(raw[:, 0, 0] > 50 * fixed[:, 0, 0])
+    # What DC does to MACO's images: the share of pixel variance that is the per-channel
+    # mean (a flat random colour), over random phases.
+    def mean_colour_share(mag):
+        shares = []
+        for k in range(8):
+            img = np.asarray(phase_to_image(init_phase(jax.random.key(k), s), jnp.asarray(mag)))
+            logit = np.log(img / (1 - img))
+            shares.append(np.var(logit.mean(axis=(0, 1))) / np.var(logit))
+        return float(np.mean(shares))
+    assert mean_colour_share(raw) > 0.8 > 0.2 > mean_colour_share(fixed)
+    with pytest.raises(ValueError, match="no energy outside the zero frequency"):
+        spectrum_from_images([np.full((s, s, 3), 0.5, np.float32)], s)
+    with pytest.raises(ValueError, match="no energy"):
+        replace_dc(np.zeros((3, s, s // 2 + 1), np.float32))
 
 
 # ---------------------------------------------------------------- param
@@ -246,7 +278,11 @@ def test_batch_equals_single_runs(tiny, magnitude):
     keys = jax.random.split(jax.random.key(9), 2)
     ids = jnp.array([[0, 3, 5], [2, 7, 0]])
     mask = jnp.array([[True, True, True], [True, True, False]])
-    batch = maco_batch(obj, keys, magnitude, cfg, ids, mask)
+    seen = []
+    with maco_progress(seen.append):  # the loop reports each step once, not per image
+        batch = maco_batch(obj, keys, magnitude, cfg, ids, mask)
+        jax.block_until_ready(batch)
+    assert seen == list(range(cfg.steps))
     assert batch.image.shape == (2, CANVAS, CANVAS, 3)
     for b in range(2):
         single = maco(with_units(obj, ids[b], mask[b]), keys[b], magnitude, cfg)

@@ -13,11 +13,12 @@ import importlib
 _EXPORTS = {
     "crops": ("add_noise", "crop_and_resize", "random_crops", "sample_boxes"),
     "nadam": ("scale_by_torch_nadam", "torch_nadam"),
-    "objectives": ("features_objective", "sae_objective", "unit_score", "with_units"),
+    "objectives": ("features_objective", "logits_objective", "sae_objective", "unit_score",
+                   "with_units"),
     "param": ("COLOR_CORRELATION_SQRT", "init_phase", "phase_to_image", "spectrum_shape",
               "standardize"),
     "render": ("MacoConfig", "MacoResult", "RetryInfo", "maco", "maco_batch",
-               "maco_batch_with_retry"),
+               "maco_batch_with_retry", "maco_progress"),
     "spectrum": ("default_spectrum", "load_spectrum", "power_law_spectrum", "save_spectrum",
                  "spectrum_from_images"),
 }

@@ -107,6 +107,7 @@ def _render(objective: Callable[[Array], Array], key: PRNGKey, magnitude: Array,
         return objective(crops).astype(jnp.float32)
 
     def step(carry, t):
+        jax.debug.callback(_report_step, t)  # progress bars; no effect on values
         phase, opt_state, transparency = carry
         k = jax.random.fold_in(k_loop, t)
         # One forward/backward: d score / d image, then pulled back to the phase.
@@ -123,6 +124,38 @@ def _render(objective: Callable[[Array], Array], key: PRNGKey, magnitude: Array,
     (phase, _, transparency), trace = jax.lax.scan(
         step, carry, jnp.arange(config.steps, dtype=jnp.int32))
     return MacoResult(phase_to_image(phase, magnitude), transparency, trace)
+
+
+# Progress of the running MACO loop: the compiled loop calls one fixed host function
+# each step (a new closure per call would recompile the loop); it forwards the step
+# to the innermost active listener (see :func:`maco_progress`).
+_LISTENERS: list[Callable[[int], None]] = []
+
+
+def _report_step(t) -> None:
+    if _LISTENERS:
+        _LISTENERS[-1](int(t))
+
+
+class maco_progress:  # noqa: N801 - used as a context manager, like a function
+    """Context manager: ``listener(step)`` is called as MACO loops run inside it.
+
+    ``with maco_progress(lambda t: bar.update(...)):`` shows progress of
+    :func:`maco`, :func:`maco_batch` and :func:`maco_batch_with_retry` (steps are
+    0-based; a vmapped batch reports each step once). Listeners nest.
+    """
+
+    def __init__(self, listener: Callable[[int], None]):
+        self.listener = listener
+
+    def __enter__(self):
+        _LISTENERS.append(self.listener)
+        return self
+
+    def __exit__(self, *exc):
+        jax.effects_barrier()  # deliver the steps still in flight before detaching
+        _LISTENERS.remove(self.listener)
+        return False
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
