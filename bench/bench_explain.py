@@ -112,7 +112,7 @@ def main() -> None:
     # ---- stage 3
     maps = jnp.asarray(rng.random((B, args.canvas, args.canvas, 3), dtype=np.float32))
     s3 = jax.jit(lambda k, im, tr: embed_concept_images(clf, variables, aligner, k, im, tr,
-                                                        n_crops=6))
+                                                        n_crops=6)[0])
     jax.block_until_ready(s3(keys, maps, maps))
     t = _median(lambda: jax.block_until_ready(s3(keys, maps, maps)), args.reps)
     rows.append((f"stage 3: blend + 6 crops + features + aligner, batch {B}", t / B))

@@ -164,7 +164,7 @@ def texter_variant(classifier, model_vars, reader_vars, aligner: Aligner, images
     map_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
     result, _ = maco_batch_with_retry(objective, maco_keys, magnitude, config.maco, safe,
                                       config.k_neu, valid, max_retries=config.max_retries)
-    emb = embed_concept_images_jit(classifier, reader_vars, jnp.asarray(aligner.w),
+    emb, _ = embed_concept_images_jit(classifier, reader_vars, jnp.asarray(aligner.w),
                                    jnp.asarray(aligner.b), map_keys,
                                    _put(result.image, sharding),
                                    _put(result.transparency, sharding),

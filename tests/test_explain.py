@@ -2,6 +2,7 @@
 the SAE and feature paths, the Text-to-Concept baseline against its closed form, and
 8 forced host devices == 1 device."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -92,6 +93,40 @@ def test_feature_path_without_sae():
     assert np.all(out.unit_ids < clf.feature_dim)
     with pytest.raises(ValueError, match="no SAE"):
         explain_batch(clf, v, al, text, images, image_keys(0, range(3)), CONFIG)
+
+
+def test_crop_labels_class_logit_ablation_and_whole_canvas():
+    from texter_jax import mapping
+    from texter_jax.explain import read_canvases_jit
+
+    clf, v, _, al, text, images = _setup()
+    keys = image_keys(3, range(3))
+    base = ExplainConfig(k_neu=3, ig_steps=8, ranked_units=6, map_crops=2, use_sae=False,
+                         maco=CONFIG.maco)
+    units = explain_batch(clf, v, al, text, images, keys, base)
+    # crop_labels: the classifier's class of each stage-3 crop of the blended canvas
+    blended = jax.vmap(mapping.postprocess_concept_image)(units.concept_image,
+                                                          units.transparency)
+    map_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
+    emb, logits = read_canvases_jit(clf, v, al.w, al.b, map_keys, blended, n_crops=2)
+    np.testing.assert_allclose(units.crop_embeddings, emb, atol=1e-5)
+    np.testing.assert_array_equal(units.crop_labels, np.argmax(logits, -1))
+    # the ablation maximises the predicted class's logit; units are still reported
+    logit = explain_batch(clf, v, al, text, images, keys,
+                          dataclasses.replace(base, objective="class_logit"))
+    np.testing.assert_array_equal(logit.unit_ids, units.unit_ids)
+    assert logit.objective_trace.shape == (3, CONFIG.maco.steps)
+    assert not np.allclose(logit.concept_image, units.concept_image)
+    # whole canvas: one more view, the canvas resized, appended after the crops
+    whole = explain_batch(clf, v, al, text, images, keys,
+                          dataclasses.replace(base, map_whole_canvas=True))
+    assert whole.crop_embeddings.shape[1] == 3 and whole.crop_labels.shape == (3, 3)
+    np.testing.assert_allclose(whole.crop_embeddings[:, :2], units.crop_embeddings, atol=1e-5)
+    full = jax.image.resize(blended, (3, SIZE, SIZE, 3), "linear", antialias=True)
+    np.testing.assert_allclose(whole.crop_embeddings[:, 2],
+                               mapping.align(al.w, al.b, clf.features(v, full)), atol=1e-4)
+    with pytest.raises(ValueError, match="objective"):
+        ExplainConfig(objective="logits")
 
 
 def test_text_to_concept_closed_form():

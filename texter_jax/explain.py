@@ -25,8 +25,8 @@ import numpy as np
 from texter_jax import mapping
 from texter_jax.classifier import Classifier
 from texter_jax.contributions import ig_features, ig_sae_codes, top_units
-from texter_jax.emphasis import (MacoConfig, features_objective, maco_batch_with_retry,
-                                 sae_objective)
+from texter_jax.emphasis import (MacoConfig, features_objective, logits_objective,
+                                 maco_batch_with_retry, sae_objective)
 from texter_jax.sae import sae_encode
 from texter_jax.types import Array, PRNGKey, Variables
 
@@ -51,6 +51,11 @@ class ExplainConfig:
       unit_ranking: ``"abs"`` ranks units by |attribution| as the release does (units
         that argue *against* the class can be selected); ``"signed"`` keeps the largest
         positive contributions only.
+      objective: what stage 2 maximises: ``"units"`` (TEXTER: the selected units) or
+        ``"class_logit"`` (an ablation: the predicted class's logit, the classic class
+        visualisation; stage 1 still runs and is reported).
+      map_whole_canvas: stage 3 also reads the whole blended canvas, resized, as one
+        more view beside the crops (off in the release).
     """
 
     k_neu: int = 6
@@ -63,8 +68,13 @@ class ExplainConfig:
     compute_dtype: str | None = None
     max_retries: int = 8
     unit_ranking: str = "abs"
+    objective: str = "units"
+    map_whole_canvas: bool = False
 
     def __post_init__(self):
+        if self.objective not in ("units", "class_logit"):
+            raise ValueError(f"objective must be 'units' or 'class_logit', got "
+                             f"{self.objective!r}")
         if self.unit_ranking not in ("abs", "signed"):
             raise ValueError(f"unit_ranking must be 'abs' or 'signed', got {self.unit_ranking!r}")
         if self.k_neu < 1 or self.ranked_units < self.k_neu:
@@ -117,8 +127,11 @@ class Explanation(NamedTuple):
     n_units [B] (units finally emphasised, after retries), retries [B],
     concept_image [B, S, S, 3] in (0, 1), transparency [B, S, S, 3],
     objective_trace [B, steps], crop_embeddings [B, C, E] (aligned, unnormalised
-    embeddings of the C concept-image crops), concept_scores [B, T] (None when no text
-    embeddings were given; :func:`texter_jax.mapping.retrieve` of crop_embeddings).
+    embeddings of the C concept-image crops; C + 1 with ``map_whole_canvas``, the whole
+    canvas last), concept_scores [B, T] (None when no text embeddings were given;
+    :func:`texter_jax.mapping.retrieve` of crop_embeddings), crop_labels int [B, C]
+    (the classifier's class for each of those views: how often it is ``label`` is the
+    concept image's class consistency).
     """
 
     label: np.ndarray
@@ -132,6 +145,7 @@ class Explanation(NamedTuple):
     objective_trace: np.ndarray
     crop_embeddings: np.ndarray
     concept_scores: np.ndarray | None
+    crop_labels: np.ndarray
 
 
 # ---------------------------------------------------------------------------------
@@ -176,26 +190,20 @@ def contributions(classifier: Classifier, variables: Variables, z: Array, class_
 
 def embed_concept_images(classifier: Classifier, variables: Variables, aligner: Aligner,
                          keys: PRNGKey, images: Array, transparency: Array, *,
-                         n_crops: int) -> Array:
+                         n_crops: int, whole: bool = False) -> tuple[Array, Array]:
     """Stage 3 image side: blend, crop, classifier features, aligner.
 
     Args:
       keys: [B] PRNG keys, one per image (crop positions).
       images: float32 [B, S, S, 3] MACO images; transparency: [B, S, S, 3].
+      whole: also read the whole blended canvas (see :func:`texter_jax.mapping.read_canvases`).
     Returns:
-      float32 [B, n_crops, E] aligned (not yet normalised) embeddings.
+      ``(embeddings float32 [B, C, E], logits [B, C, K])``: aligned (not yet normalised)
+      embeddings and the classifier's logits of the C views (n_crops, + 1 with whole).
     """
-    size = classifier.image_size
-
-    def one(k, img, tr):
-        blended = mapping.postprocess_concept_image(img, tr)
-        return mapping.random_crops(k, blended, n_crops, size)  # [C, size, size, 3]
-
-    crops = jax.vmap(one)(keys, images, transparency)
-    b = images.shape[0]
-    z = classifier.features(variables, crops.reshape((b * n_crops, size, size, 3)))
-    h = mapping.align(aligner.w, aligner.b, z)
-    return h.reshape((b, n_crops, -1))
+    blended = jax.vmap(mapping.postprocess_concept_image)(images, transparency)
+    return mapping.read_canvases(classifier, variables, aligner.w, aligner.b, keys, blended,
+                                 n_crops=n_crops, whole=whole)
 
 
 def text_to_concept_embeddings(classifier: Classifier, variables: Variables,
@@ -241,12 +249,16 @@ def _stage1(classifier, variables, sae_params, images, *, steps, method, ranked,
     return pred, contrib
 
 
-@functools.partial(jax.jit, static_argnames=("classifier", "n_crops"))
+@functools.partial(jax.jit, static_argnames=("classifier", "n_crops", "whole"))
 def embed_concept_images_jit(classifier, variables, w, b, keys, images, transparency, *,
-                             n_crops):
+                             n_crops, whole=False):
     """Jitted :func:`embed_concept_images` with the aligner passed as arrays (w, b)."""
     return embed_concept_images(classifier, variables, Aligner(w, b), keys, images,
-                                transparency, n_crops=n_crops)
+                                transparency, n_crops=n_crops, whole=whole)
+
+
+read_canvases_jit = functools.partial(jax.jit, static_argnames=(
+    "classifier", "n_crops", "whole"))(mapping.read_canvases)
 
 
 @functools.partial(jax.jit, static_argnames=("classifier",))
@@ -322,35 +334,45 @@ def explain_batch(classifier: Classifier, variables: Variables, aligner: Aligner
                             use_sae=config.use_sae and sae is not None,
                             top_k=sae.top_k if sae else 0, ranking=config.unit_ranking)
 
-    if config.use_sae:
-        objective = sae_objective(classifier, variables, sae_encode, sae.params,
-                                  top_k=sae.top_k, compute_dtype=config.compute_dtype)
-    else:
-        objective = features_objective(classifier, variables,
-                                       compute_dtype=config.compute_dtype)
     ranked_ids = np.asarray(contrib.ranked_ids)
     valid = np.asarray(contrib.ranked_valid)
-    # Slots without a unit (fewer active codes than R) still need a valid index to
-    # gather; they are masked out of the objective.
-    safe_ids = np.where(valid, ranked_ids, 0)
+    if config.objective == "class_logit":
+        objective = logits_objective(classifier, variables,
+                                     compute_dtype=config.compute_dtype)
+        maco_ids, maco_valid, k_start = np.asarray(pred.label)[:, None], None, 1
+    else:
+        if config.use_sae:
+            objective = sae_objective(classifier, variables, sae_encode, sae.params,
+                                      top_k=sae.top_k, compute_dtype=config.compute_dtype)
+        else:
+            objective = features_objective(classifier, variables,
+                                           compute_dtype=config.compute_dtype)
+        # Slots without a unit (fewer active codes than R) still need a valid index to
+        # gather; they are masked out of the objective.
+        maco_ids, maco_valid, k_start = np.where(valid, ranked_ids, 0), valid, config.k_neu
     result, info = maco_batch_with_retry(objective, maco_keys, magnitude, config.maco,
-                                         safe_ids, config.k_neu, valid,
+                                         maco_ids, k_start, maco_valid,
                                          max_retries=config.max_retries)
-    crop_emb = embed_concept_images_jit(classifier, variables, jnp.asarray(aligner.w),
-                       jnp.asarray(aligner.b), map_keys, _shard(result.image, sharding),
-                       _shard(result.transparency, sharding), n_crops=config.map_crops)
+    crop_emb, crop_logits = embed_concept_images_jit(
+        classifier, variables, jnp.asarray(aligner.w), jnp.asarray(aligner.b), map_keys,
+        _shard(result.image, sharding), _shard(result.transparency, sharding),
+        n_crops=config.map_crops, whole=config.map_whole_canvas)
     scores = None if text_emb is None else np.asarray(
         mapping.retrieve(crop_emb, jnp.asarray(text_emb)))
-    k = config.k_neu
-    slot = np.arange(ranked)[None, :] < info.n_units[:, None]
-    width = max(k, int(info.n_units.max()))
+    if config.objective == "class_logit":  # report the units stage 1 selected
+        n_units = np.minimum(config.k_neu, valid.sum(axis=1))
+    else:
+        n_units = info.n_units
+    slot = np.arange(ranked)[None, :] < n_units[:, None]
+    width = max(config.k_neu, int(n_units.max()))
     unit_ids = np.where(slot & valid, ranked_ids, -1)[:, :width]
     unit_scores = np.where(slot & valid, np.asarray(contrib.ranked_scores), 0.0)[:, :width]
     label = np.asarray(pred.label)
     prob = np.take_along_axis(np.asarray(pred.probs), label[:, None], axis=1)[:, 0]
-    out = Explanation(label, prob, unit_ids, unit_scores, info.n_units, info.retries,
+    out = Explanation(label, prob, unit_ids, unit_scores, n_units, info.retries,
                       np.asarray(result.image), np.asarray(result.transparency),
-                      np.asarray(result.objective_trace), np.asarray(crop_emb), scores)
+                      np.asarray(result.objective_trace), np.asarray(crop_emb), scores,
+                      np.asarray(jnp.argmax(crop_logits, axis=-1)).astype(np.int32))
     return Explanation(*(None if a is None else a[:n_real] for a in out))
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -133,6 +134,44 @@ def random_crops(key: PRNGKey, image: Array, n: int = NUM_CROPS,
     """
     return _crops.random_crops(key, image, n, size, centre_std=CROP_CENTRE_STD,
                                side_range=CROP_SIDE_RANGE, noise=0.0, clip=True)
+
+
+def read_canvases(classifier, variables, w: Array, b: Array, keys: PRNGKey, canvases: Array,
+                  *, n_crops: int = NUM_CROPS, whole: bool = False) -> tuple[Array, Array]:
+    """Stage 3's reader: random crops of each canvas -> classifier -> aligner.
+
+    No post-processing: pass blended concept images (:func:`postprocess_concept_image`),
+    or any canvas whose reading is a control (e.g. an input image upsampled to the
+    canvas size).
+
+    Args:
+      classifier, variables: a :class:`~texter_jax.classifier.Classifier` and its weights.
+      w, b: the aligner (see :func:`align`).
+      keys: [B] PRNG keys (crop boxes).
+      canvases: float [B, S, S, 3] in [0, 1].
+      n_crops: C, crops per canvas (:func:`random_crops`, at the classifier's input size).
+      whole: also read the whole canvas, resized, as one more view (appended last).
+
+    Returns:
+      ``(embeddings [B, C', E], logits [B, C', K])`` with C' = C (+ 1 with ``whole``):
+      aligned, unnormalised CLIP-space embeddings and the classifier's logits of each
+      view.
+    """
+    size = classifier.image_size
+    n = canvases.shape[0]
+
+    def views(k, img):
+        crops = random_crops(k, img, n_crops, size)  # [C, size, size, 3]
+        if whole:
+            full = _crops.crop_and_resize(img, jnp.array([[0.5, 0.5, 1.0]], jnp.float32), size)
+            crops = jnp.concatenate([crops, full.astype(crops.dtype)])
+        return crops
+
+    x = jax.vmap(views)(keys, canvases)
+    c = x.shape[1]
+    z = classifier.features(variables, x.reshape((n * c, size, size, 3)))
+    logits = classifier.head(variables, z)
+    return align(w, b, z).reshape((n, c, -1)), logits.reshape((n, c, -1))
 
 
 def retrieve(image_emb: Array, text_emb: Array) -> Array:

@@ -55,6 +55,7 @@ class _UnitActivations:
     compute_dtype: str | None = None
     sae_encode_fn: Callable | None = None
     top_k: int | None = None
+    logits: bool = False  # score the head's logits (units are classes) instead
 
     def __call__(self, variables: Variables, sae_params: Any, crops: Array,
                  unit_ids: Array, unit_mask: Array | None) -> Array:
@@ -64,7 +65,10 @@ class _UnitActivations:
             dtype = jnp.dtype(self.compute_dtype)
             variables = _cast_floats(variables, dtype)
             crops = crops.astype(dtype)
-        z = self.classifier.features(variables, crops).astype(jnp.float32)
+        z = self.classifier.features(variables, crops)
+        if self.logits:
+            z = self.classifier.head(variables, z)
+        z = z.astype(jnp.float32)
         if self.sae_encode_fn is not None:
             # The SAE stays in float32: TopK selection is sensitive to rounding ties.
             _, z = self.sae_encode_fn(sae_params, z, self.top_k)
@@ -88,6 +92,18 @@ def features_objective(classifier: Classifier, variables: Variables, *,
       :func:`with_units` for :func:`~texter_jax.emphasis.render.maco`.
     """
     static = _UnitActivations(classifier, _dtype_name(compute_dtype))
+    return Partial(static, variables, None)
+
+
+def logits_objective(classifier: Classifier, variables: Variables, *,
+                     compute_dtype=None) -> Partial:
+    """Objective over the classifier's logits: units are classes.
+
+    With ``unit_ids = [c]`` MACO maximises the class logit itself, the classic class
+    visualisation; TEXTER's ablation of its unit selection (``ExplainConfig(objective=
+    "class_logit")``). Same callable contract as :func:`features_objective`.
+    """
+    static = _UnitActivations(classifier, _dtype_name(compute_dtype), logits=True)
     return Partial(static, variables, None)
 
 
