@@ -7,7 +7,7 @@ from texter_jax.world import (ATTR_ORDER, DISCRETE, WorldTokenizer, captions, co
 
 
 def test_every_caption_and_phrase_word_is_in_vocab():
-    tok = WorldTokenizer(world_vocab(), context_length=16)
+    tok = WorldTokenizer(world_vocab(), context_length=24)
     texts, _ = captions(0, sample_attributes(0, 3000), p_drop=0.3, p_phrase=0.2)
     phrases, _ = concept_bank()
     ids = tok(texts + phrases)
@@ -30,12 +30,12 @@ def test_mentioned_mask_matches_caption_words():
 
 def test_keep_and_phrase_weights():
     attrs = sample_attributes(3, 200)
-    keep = np.zeros((200, 5), bool)
+    keep = np.zeros((200, len(ATTR_ORDER)), bool)
     keep[:, ATTR_ORDER.index("colour")] = True
     texts, m = captions(0, attrs, keep=keep)
     np.testing.assert_array_equal(m, keep)
     assert all(c in t for t, c in zip(texts, attrs.values("colour")))
-    w = np.zeros(5)
+    w = np.zeros(len(ATTR_ORDER))
     w[ATTR_ORDER.index("shape")] = 1.0
     texts, m = captions(1, attrs, p_phrase=1.0, phrase_weights=w)
     assert m[:, ATTR_ORDER.index("shape")].all() and m.sum() == 200

@@ -69,7 +69,7 @@ class WorldClipConfig:
     strides: tuple[int, ...] = (2, 2, 1)
     image_hidden: int = 256
     vocab: tuple[str, ...] = dataclasses.field(default_factory=world_vocab)
-    context_length: int = 16
+    context_length: int = 24
     word_dim: int = 64
     text_hidden: int = 128
     embed_dim: int = 64

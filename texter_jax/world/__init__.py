@@ -1,25 +1,31 @@
-"""The procedural ground-truth world: attributes, rendering, captions, truth and scores.
+"""The procedural ground-truth world: attributes, rendering, views, captions, truth, scores
+and reader controls.
 
-Images of one object (shape, colour, pattern, size, position, rotation) on a background,
-rendered as a pure function of their attributes and a seed, so any attribute can be
-intervened on while everything else stays fixed. See TEXTER issue 5.
+Images of one object (shape, colour, pattern, size, position, rotation) and a small badge
+on a background, rendered as a pure function of their attributes, a seed and a camera
+view, so any attribute can be intervened on while everything else stays fixed, and any
+part of the scene can be seen up close. See TEXTER issues 5 and 9.
 """
 
-from texter_jax.world.attributes import (BACKGROUNDS, COLOURS, CONTINUOUS, DISCRETE,
+from texter_jax.world.attributes import (BACKGROUNDS, BADGES, COLOURS, CONTINUOUS, DISCRETE,
                                          INTERVENABLE, PATTERNS, SHAPES, SIZES, WorldAttrs,
                                          resample_attribute, sample_attributes, sample_twins)
 from texter_jax.world.captions import (ATTR_ORDER, WorldTokenizer, captions, concept_bank,
                                        full_captions, value_phrases, world_vocab)
-from texter_jax.world.generator import coverage, object_mask, render, render_float
+from texter_jax.world.controls import upsampled_inputs, value_canvases
+from texter_jax.world.generator import (badge_coverage, coverage, object_mask, render,
+                                        render_float, whole_views)
 from texter_jax.world.interventions import (InterventionRow, InterventionTable,
                                             measure_interventions, truth_values)
 from texter_jax.world.scoring import bootstrap_ci, hit_table, hits_at_k
+from texter_jax.world.views import sample_views, visible_attributes
 
 __all__ = [
-    "ATTR_ORDER", "BACKGROUNDS", "COLOURS", "CONTINUOUS", "DISCRETE", "INTERVENABLE",
-    "PATTERNS", "SHAPES", "SIZES", "InterventionRow", "InterventionTable", "WorldAttrs",
-    "WorldTokenizer", "bootstrap_ci", "captions", "concept_bank", "coverage", "full_captions",
-    "hit_table", "hits_at_k", "measure_interventions", "object_mask", "render",
-    "render_float", "resample_attribute", "sample_attributes", "sample_twins",
-    "truth_values", "value_phrases", "world_vocab",
+    "ATTR_ORDER", "BACKGROUNDS", "BADGES", "COLOURS", "CONTINUOUS", "DISCRETE",
+    "INTERVENABLE", "PATTERNS", "SHAPES", "SIZES", "InterventionRow", "InterventionTable",
+    "WorldAttrs", "WorldTokenizer", "badge_coverage", "bootstrap_ci", "captions",
+    "concept_bank", "coverage", "full_captions", "hit_table", "hits_at_k",
+    "measure_interventions", "object_mask", "render", "render_float", "resample_attribute",
+    "sample_attributes", "sample_twins", "sample_views", "truth_values", "upsampled_inputs",
+    "value_canvases", "value_phrases", "visible_attributes", "whole_views", "world_vocab",
 ]

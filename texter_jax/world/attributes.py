@@ -16,6 +16,10 @@ from typing import Any, Callable, Mapping, Sequence
 import jax
 import numpy as np
 
+# Bumped whenever rendering, views or captions change what a seed produces: trained
+# world models record it, so a cache made by an older world is never reused.
+WORLD_VERSION = 2
+
 # Value tables. Words are single tokens and never shared across attributes, so a
 # bag-of-words text tower cannot confuse e.g. a colour with a background.
 SHAPES = ("circle", "square", "triangle", "star", "cross", "heart")
@@ -23,6 +27,10 @@ COLOURS = ("red", "green", "blue", "yellow", "purple", "orange")
 PATTERNS = ("solid", "striped", "dotted")
 BACKGROUNDS = ("gray", "white", "grass", "sky", "checkerboard", "sand")
 SIZES = ("small", "large")
+# A small ringed disc beside the object (~1.5 % of the pixels): its colour is the cue of
+# the small-cue classifier, while the object and background fill most of the image.
+# Its colours are words of their own, never object colours.
+BADGES = ("pink", "cyan", "brown", "black")
 
 DISCRETE: dict[str, tuple[str, ...]] = {
     "shape": SHAPES,
@@ -30,6 +38,7 @@ DISCRETE: dict[str, tuple[str, ...]] = {
     "pattern": PATTERNS,
     "background": BACKGROUNDS,
     "size": SIZES,
+    "badge": BADGES,
 }
 CONTINUOUS = ("position", "rotation")
 # Attributes an intervention can resample (position moves x and y together).
@@ -45,6 +54,16 @@ COLOUR_RGB = np.array([
     [0.60, 0.15, 0.80],  # purple
     [1.00, 0.55, 0.05],  # orange
 ], np.float32)
+BADGE_RGB = np.array([
+    [1.00, 0.40, 0.72],  # pink
+    [0.05, 0.85, 0.90],  # cyan
+    [0.48, 0.27, 0.10],  # brown
+    [0.06, 0.06, 0.06],  # black
+], np.float32)
+# Badge radius (scene units, the ring included) and its light ring's width.
+BADGE_RADIUS = np.float32(0.075)
+BADGE_RING = np.float32(0.018)
+_BADGE_CANDIDATES = 12  # rejection-sampled positions per image, drawn in a fixed order
 
 # Object radius as a fraction of the image side. Large-ish objects on purpose: the
 # world's CLIP learns shape far more slowly than colour (WORLD_NOTES), and at smaller
@@ -61,9 +80,10 @@ class WorldAttrs:
     """Attributes of N images; every field is a numpy array of length N.
 
     Attributes:
-      shape, colour, pattern, background, size: int32 [N], indices into the value
+      shape, colour, pattern, background, size, badge: int32 [N], indices into the value
         tables of :data:`DISCRETE`.
       x, y: float32 [N], object centre as a fraction of the image side.
+      bx, by: float32 [N], badge centre (clear of the object when sampled).
       rotation: float32 [N], radians.
       noise_seed: uint32 [N], keys the image's nuisance randomness.
       distractors: int32 [N], number of small distractor blobs (0 by default).
@@ -74,8 +94,11 @@ class WorldAttrs:
     pattern: np.ndarray
     background: np.ndarray
     size: np.ndarray
+    badge: np.ndarray
     x: np.ndarray
     y: np.ndarray
+    bx: np.ndarray
+    by: np.ndarray
     rotation: np.ndarray
     noise_seed: np.ndarray
     distractors: np.ndarray
@@ -166,6 +189,7 @@ def sample_attributes(seed_or_key: Any, n: int, *,
     noise_seed = rng.integers(0, 2**32, n, dtype=np.uint64).astype(np.uint32)
     distractors = rng.integers(0, max_distractors + 1, n).astype(np.int32)
     choice_u = rng.random((len(DISCRETE), n))
+    badge_u = rng.random((2, n, _BADGE_CANDIDATES))
     # Apply rules in DISCRETE order, so a callable may read earlier constrained values.
     for a in [a for a in DISCRETE if a in constraints]:
         rule = constraints[a]
@@ -180,8 +204,26 @@ def sample_attributes(seed_or_key: Any, n: int, *,
         if vals.shape != (n,) or vals.min(initial=0) < 0 or vals.max(initial=0) >= len(DISCRETE[a]):
             raise ValueError(f"constraint on {a!r} produced invalid values")
         out[a] = vals
-    return WorldAttrs(**out, x=x, y=y, rotation=rotation, noise_seed=noise_seed,
-                      distractors=distractors)
+    bx, by = _badge_positions(badge_u, x, y, SIZE_RADIUS[out["size"]])
+    return WorldAttrs(**out, x=x, y=y, bx=bx, by=by, rotation=rotation,
+                      noise_seed=noise_seed, distractors=distractors)
+
+
+def _badge_positions(u: np.ndarray, x: np.ndarray, y: np.ndarray,
+                     radius: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Badge centres clear of the object, from uniform draws u [2, N, K].
+
+    The first of K candidates in [0.1, 0.9]^2 whose distance to the object centre
+    exceeds the object's radius plus the badge's (plus a margin) is kept; if none is,
+    the candidate farthest from the object.
+    """
+    cand_x = 0.1 + 0.8 * u[0]
+    cand_y = 0.1 + 0.8 * u[1]
+    dist = np.hypot(cand_x - x[:, None], cand_y - y[:, None])
+    ok = dist > (radius + BADGE_RADIUS + 0.02)[:, None]
+    pick = np.where(ok.any(axis=1), ok.argmax(axis=1), dist.argmax(axis=1))
+    rows = np.arange(len(x))
+    return (cand_x[rows, pick].astype(np.float32), cand_y[rows, pick].astype(np.float32))
 
 
 def resample_attribute(seed_or_key: Any, attrs: WorldAttrs, attribute: str) -> WorldAttrs:

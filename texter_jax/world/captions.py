@@ -30,11 +30,13 @@ BANK_TEMPLATES: dict[str, tuple[str, ...]] = {
     "pattern": ("{} pattern", "{} surface"),
     "background": ("{} background", "on a {} background"),
     "size": ("{} object", "{} size"),
+    "badge": ("{} badge", "a {} badge"),
 }
 _NOUNS = ("object", "shape", "thing")  # stand-ins when the shape word is dropped
 # Every non-value word the templates above and in `_caption` use (vocab order).
 _TEMPLATE_WORDS = ("a", "an", "of", "on", "in", "with", "photo", "image", "background",
-                   "pattern", "shape", "object", "thing", "colour", "size", "surface")
+                   "pattern", "shape", "object", "thing", "colour", "size", "surface",
+                   "badge", "and")
 
 PAD, UNK = "<pad>", "<unk>"
 
@@ -66,36 +68,48 @@ def value_phrases(attribute: str) -> list[list[str]]:
 
 def _caption(rng: np.random.Generator, words: dict[str, str], keep: dict[str, bool]) -> str:
     """One caption of one image from its value words and which of them to name."""
+    if not any(keep[a] for a in ("shape", "colour", "pattern", "size")):
+        # Nothing of the object is named: the view shows (or names) only the rest.
+        parts = [f"{words['background']} background" if keep["background"] else None,
+                 f"a {words['badge']} badge" if keep["badge"] else None]
+        parts = [p for p in parts if p]
+        if not parts:
+            return "an image"
+        return (" with ", ", ")[int(rng.integers(2))].join(parts)
     noun = words["shape"] if keep["shape"] else _NOUNS[rng.integers(len(_NOUNS))]
     size = words["size"] + " " if keep["size"] else ""
     colour = words["colour"] + " " if keep["colour"] else ""
     pattern = words["pattern"] + " " if keep["pattern"] else ""
     on_bg = f" on a {words['background']} background" if keep["background"] else ""
+    badge = f" with a {words['badge']} badge" if keep["badge"] else ""
     t = rng.integers(5)
     if t == 0:
-        return f"a {size}{pattern}{colour}{noun}{on_bg}"
+        return f"a {size}{pattern}{colour}{noun}{on_bg}{badge}"
     if t == 1:
         with_pat = f" with a {words['pattern']} pattern" if keep["pattern"] else ""
-        return f"a photo of a {size}{colour}{noun}{with_pat}{on_bg}"
+        return f"a photo of a {size}{colour}{noun}{with_pat}{on_bg}{badge}"
     if t == 2:
         lead = f"{words['background']} background with " if keep["background"] else ""
-        return f"{lead}a {size}{colour}{pattern}{noun}"
+        and_badge = f" and a {words['badge']} badge" if keep["badge"] else ""
+        return f"{lead}a {size}{colour}{pattern}{noun}{and_badge}"
     if t == 3:  # a list of attributes, in random order
         parts = [f"{noun} shape" if keep["shape"] else None,
                  words["colour"] if keep["colour"] else None,
                  f"{words['pattern']} pattern" if keep["pattern"] else None,
                  f"{words['size']} size" if keep["size"] else None,
-                 f"{words['background']} background" if keep["background"] else None]
+                 f"{words['background']} background" if keep["background"] else None,
+                 f"{words['badge']} badge" if keep["badge"] else None]
         parts = [p for p in parts if p]
         rng.shuffle(parts)
         return ", ".join(parts) if parts else f"a {noun}"
     in_colour = f" in {words['colour']}" if keep["colour"] else ""
-    return f"an image of a {size}{pattern}{noun}{in_colour}{on_bg}"
+    return f"an image of a {size}{pattern}{noun}{in_colour}{on_bg}{badge}"
 
 
 def captions(seed_or_key, attrs: WorldAttrs, *, p_drop: float = 0.0, p_phrase: float = 0.0,
              phrase_weights: Sequence[float] | None = None,
-             keep: np.ndarray | None = None) -> tuple[list[str], np.ndarray]:
+             keep: np.ndarray | None = None,
+             visible: np.ndarray | None = None) -> tuple[list[str], np.ndarray]:
     """Captions of N images and which attributes each names.
 
     Args:
@@ -106,11 +120,14 @@ def captions(seed_or_key, attrs: WorldAttrs, *, p_drop: float = 0.0, p_phrase: f
         attribute instead of a sentence.
       phrase_weights: relative odds of each attribute (:data:`ATTR_ORDER`) being the one
         a phrase caption names (default uniform).
-      keep: optional bool [N, 5] (columns :data:`ATTR_ORDER`): exactly the attributes
+      keep: optional bool [N, A] (columns :data:`ATTR_ORDER`): exactly the attributes
         each sentence names (overrides ``p_drop``).
+      visible: optional bool [N, A], what each image's view shows
+        (:func:`texter_jax.world.views.visible_attributes`): a caption never names an
+        attribute its view does not show. None: everything is visible (whole images).
 
     Returns:
-      ``(texts, mentioned)``: N strings and bool [N, 5], True where the caption names the
+      ``(texts, mentioned)``: N strings and bool [N, A], True where the caption names the
       attribute's value (so any image with the same values there matches it).
     """
     rng = as_numpy_rng(seed_or_key)
@@ -118,14 +135,16 @@ def captions(seed_or_key, attrs: WorldAttrs, *, p_drop: float = 0.0, p_phrase: f
     values = {a: attrs.values(a) for a in ATTR_ORDER}
     drawn = rng.random((n, len(ATTR_ORDER))) >= p_drop
     keep = drawn if keep is None else np.asarray(keep, bool)
+    vis = np.ones((n, len(ATTR_ORDER)), bool) if visible is None else np.asarray(visible, bool)
+    keep = keep & vis
     phrase = rng.random(n) < p_phrase
     pw = np.ones(len(ATTR_ORDER)) if phrase_weights is None else np.asarray(phrase_weights, float)
-    pw = pw / pw.sum()
     texts, mentioned = [], np.zeros((n, len(ATTR_ORDER)), bool)
     for i in range(n):
         words = {a: values[a][i] for a in ATTR_ORDER}
-        if phrase[i]:
-            j = int(rng.choice(len(ATTR_ORDER), p=pw))  # the one attribute it names
+        w = pw * vis[i]
+        if phrase[i] and w.sum() > 0:
+            j = int(rng.choice(len(ATTR_ORDER), p=w / w.sum()))  # the one attribute it names
             attr = ATTR_ORDER[j]
             tmpl = BANK_TEMPLATES[attr]
             texts.append(tmpl[rng.integers(len(tmpl))].format(words[attr]))
@@ -171,7 +190,7 @@ class WorldTokenizer:
     ``<pad>`` (id 0) and truncates to ``context_length``.
     """
 
-    def __init__(self, vocab: Sequence[str], context_length: int = 16):
+    def __init__(self, vocab: Sequence[str], context_length: int = 24):
         self.vocab = tuple(vocab)
         if self.vocab[:2] != (PAD, UNK):
             raise ValueError(f"world vocab must start with {PAD!r}, {UNK!r}")

@@ -1,0 +1,133 @@
+"""Reader controls: canvases whose right reading is known, for TEXTER's stage 3.
+
+Stage 3 reads random 25-30 % crops of a concept canvas through the classifier, the
+aligner and CLIP's text side. Before a TEXTER hit rate means anything, that reader must
+be able to read canvases that plainly show the truth. Two controls, read through exactly
+the same crops:
+
+* :func:`upsampled_inputs` - the explained image itself, upsampled to the canvas: its
+  crops are close-ups of the input;
+* :func:`value_canvases` - for one value of one attribute, a canvas that shows that
+  value, and no other constant value, at the scale the crops see: a flat field of a
+  colour; a background's texture with a crop spanning about a whole image of it; a
+  grid of objects of one shape (random colours, patterns, sizes), spaced so that every
+  crop holds a whole one, as in a wide view; a grid of badges of one colour; a grid of
+  close-ups of one pattern.
+
+Every canvas is rendered by :mod:`texter_jax.world.generator` from world records, so a
+control shows the world as its models learned it; nothing is fitted to concept images.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from texter_jax.world.attributes import (COLOUR_RGB, DISCRETE, SIZE_RADIUS, WorldAttrs,
+                                         as_numpy_rng, sample_attributes)
+from texter_jax.world.generator import render
+
+# Mean side of a stage-3 crop as a fraction of the canvas (release: U[0.25, 0.30]).
+CROP_SIDE = 0.275
+# Attributes with a value canvas; "size" has none (small / large need a whole scene).
+CONTROLLED = ("shape", "colour", "pattern", "background", "badge")
+
+
+def upsampled_inputs(images: np.ndarray, canvas: int) -> np.ndarray:
+    """Images float [N, H, W, 3] in [0, 1] -> float32 [N, canvas, canvas, 3], bilinear."""
+    import jax
+
+    images = np.asarray(images, np.float32)
+    n, _, _, c = images.shape
+    return np.asarray(jax.image.resize(images, (n, canvas, canvas, c), "linear"))
+
+
+def _off_view(attrs: WorldAttrs, *, objects: bool, badges: bool) -> WorldAttrs:
+    # Moves the object and/or the badge far outside every view: the renderer then
+    # draws only what remains.
+    far = np.full(len(attrs), 50.0, np.float32)
+    fields = {}
+    if not objects:
+        fields.update(x=far, y=far)
+    if not badges:
+        fields.update(bx=far, by=far)
+    return attrs.replace(**fields)
+
+
+def _grid(cells: np.ndarray, per_side: int, canvas: int, offset: np.ndarray) -> np.ndarray:
+    """Tiles [per_side^2, P, P, 3] cells into a canvas, shifted by ``offset`` pixels."""
+    rows = [np.concatenate(list(cells[r * per_side:(r + 1) * per_side]), axis=1)
+            for r in range(per_side)]
+    big = np.concatenate(rows, axis=0)
+    oy, ox = int(offset[0]), int(offset[1])
+    return big[oy:oy + canvas, ox:ox + canvas]
+
+
+def value_canvases(attribute: str, value: int | str, n: int, canvas: int, *,
+                   seed, crop_side: float = CROP_SIDE) -> np.ndarray:
+    """N canvases showing one value of one attribute at stage-3 crop scale.
+
+    Args:
+      attribute: one of :data:`CONTROLLED`.
+      value: the value (index or name).
+      n: canvases to draw (other attributes random per canvas or per grid cell).
+      canvas: side S in pixels.
+      seed: int seed, JAX key or numpy Generator.
+      crop_side: the crops' side as a fraction of the canvas.
+
+    Returns:
+      float32 [N, S, S, 3] in [0, 1].
+    """
+    if attribute not in CONTROLLED:
+        raise ValueError(f"no value canvas for {attribute!r}; controlled: {CONTROLLED}")
+    table = DISCRETE[attribute]
+    v = table.index(value) if isinstance(value, str) and value in table else value
+    if isinstance(v, str) or not 0 <= int(v) < len(table):
+        raise ValueError(f"{attribute} value {value!r} is not in {table}")
+    v = int(v)
+    rng = as_numpy_rng(seed)
+    crop_px = crop_side * canvas
+    out = np.empty((n, canvas, canvas, 3), np.float32)
+    for i in range(n):
+        s = int(rng.integers(2**31))
+        if attribute == "colour":  # a close-up of the colour: a flat field + pixel noise
+            noise = 0.03 * np.random.default_rng(s).standard_normal((canvas, canvas, 3))
+            out[i] = np.clip(COLOUR_RGB[v] + noise, 0, 1)
+            continue
+        if attribute == "background":  # the texture alone, a crop spanning ~one image
+            a = _off_view(sample_attributes(s, 1, constraints={"background": v}),
+                          objects=False, badges=False)
+            view = np.array([[0.5, 0.5, 1.0 / crop_side]], np.float32)
+            out[i] = render(a, s, image_size=canvas, views=view)[0] / np.float32(255)
+            continue
+        # Grids of cells: cell side P pixels, each cell one centred object / badge, all
+        # other attributes (background included) drawn per cell: only the value is
+        # constant over the canvas.
+        cons = {attribute: v}
+        if attribute == "shape":
+            cell = 0.6 * crop_px  # a crop always holds a whole object, at wide-view scale
+        elif attribute == "badge":
+            cell = 0.8 * crop_px  # a crop mostly holds a whole badge, at whole-image scale
+        else:  # pattern: close-ups of objects of that pattern, a cell per crop
+            cell = crop_px
+        per_side = int(np.ceil(canvas / cell)) + 1
+        p = int(round(cell))
+        a = sample_attributes(s, per_side * per_side, constraints=cons)
+        jitter = (rng.random((2, len(a))) - 0.5) * 0.1
+        centre = np.float32(0.5)
+        a = a.replace(x=(centre + jitter[0]).astype(np.float32),
+                      y=(centre + jitter[1]).astype(np.float32),
+                      bx=(centre + jitter[0]).astype(np.float32),
+                      by=(centre + jitter[1]).astype(np.float32))
+        views = None
+        if attribute == "badge":
+            a = _off_view(a, objects=False, badges=True)
+        elif attribute == "shape":
+            a = _off_view(a, objects=True, badges=False)
+        else:
+            a = _off_view(a, objects=True, badges=False)
+            w = 1.2 * SIZE_RADIUS[a.size]  # inside the object: the pattern fills the cell
+            views = np.stack([a.x, a.y, w], axis=1).astype(np.float32)
+        cells = render(a, s, image_size=p, views=views) / np.float32(255)
+        offset = rng.integers(0, max(1, per_side * p - canvas + 1), 2)
+        out[i] = _grid(cells, per_side, canvas, offset)
+    return out
