@@ -9,7 +9,14 @@ Classifiers (:data:`TASKS`):
 * ``shape``: label = shape, attributes independent;
 * ``shape_shortcut``: label = shape, but in training background k always appears with
   shape k (a planted shortcut); evaluated on independent attributes;
-* ``colour``: label = colour.
+* ``colour``: label = colour;
+* ``badge``: label = the colour of the badge, a small ringed disc beside the object
+  (~1.5 % of the pixels) while the object and the background fill the image: a
+  classifier whose decisive cue is not what the image mostly shows.
+
+Like real classifiers trained on random resized crops, each sees whole images and
+close-ups, wide shots and partial views (:mod:`texter_jax.world.views`), each view
+drawn so that it still shows the attribute its label is read from.
 
 Each is a :class:`texter_jax.models.resnet.ResNet` (basic blocks, one per stage) wrapped in
 :class:`texter_jax.classifier.Classifier`, so every TEXTER stage uses it exactly like a
@@ -33,14 +40,16 @@ from pathlib import Path
 from typing import Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
 from texter_jax.classifier import Classifier
 from texter_jax.models.resnet import ResNetConfig, make_classifier
-from texter_jax.world.attributes import DISCRETE, WorldAttrs, sample_attributes
+from texter_jax.world.attributes import DISCRETE, WORLD_VERSION, WorldAttrs, sample_attributes
 from texter_jax.world.generator import render
 from texter_jax.world.interventions import measure_interventions
+from texter_jax.world.views import sample_views, visible_attributes
 
 METRICS_NAME = "metrics.json"
 
@@ -62,6 +71,9 @@ TASKS: dict[str, Task] = {
     "shape": Task("shape", epoch_scale=5.0),
     "shape_shortcut": Task("shape", tie_background=True),
     "colour": Task("colour"),
+    # A 9-px cue under global average pooling is slow to find: measured (8,000 images,
+    # batch 64) held-out accuracy 0.45 after 2 epochs, 0.87 after 2.5, 0.95 after 4.
+    "badge": Task("badge", epoch_scale=4.0),
 }
 
 
@@ -81,6 +93,20 @@ class ClassifierTrainConfig:
         (0.85 held-out at 19k images vs 0.50 at 16k with batch 16) at equal CPU cost
         per image, so we use 64.
       lr, weight_decay: AdamW; the learning rate decays by cosine to 5%.
+      views: ``(kind, weight)`` mix of training views (augmentation); a view that would
+        hide the label's attribute is replaced by the whole image.
+      aux_weight: weight of auxiliary heads that predict, from the same features, every
+        other attribute the view shows (0 disables them). Real classifiers are trained
+        on many classes, so their features describe much more than their decision; a
+        six-way classifier trained alone keeps little but its label, so the aligner
+        cannot map its features to CLIP and Text-to-Concept on it sees only the label's
+        attribute. Measured on the shape classifier (2026-11-30): aligner held-out R^2
+        0.55 without the heads, 0.73 at 0.1, 0.77 at 0.5; test accuracy 0.962, 0.966,
+        0.82 (0.5 starves the task in the demo's training budget). The heads are dropped
+        after training: the classifier is its backbone and its task head, and what it
+        relies on is still measured by intervention.
+      noise_std: Gaussian pixel noise added to training images (augmentation), 0 for none.
+      world_version: the world's version (a cache from another world is not reused).
       seed: root seed.
     """
 
@@ -90,14 +116,20 @@ class ClassifierTrainConfig:
     stem_width: int = 16
     train_images: int = 8000
     test_images: int = 1000
-    intervention_images: int = 300
+    intervention_images: int = 200
     epochs: float = 1.0
     batch: int = 64
     lr: float = 2e-3
     weight_decay: float = 1e-4
+    views: tuple[tuple[str, float], ...] = (("whole", 0.5), ("close", 0.25), ("wide", 0.1),
+                                            ("partial", 0.15))
+    aux_weight: float = 0.1
+    noise_std: float = 0.0
+    world_version: int = WORLD_VERSION
     seed: int = 0
 
     def __post_init__(self):
+        object.__setattr__(self, "views", tuple((str(k), float(w)) for k, w in self.views))
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
         object.__setattr__(self, "depths", tuple(int(d) for d in self.depths))
 
@@ -115,6 +147,16 @@ def training_attrs(task: Task, seed: int, n: int) -> WorldAttrs:
     """Training records of a task (the shortcut ties background index to shape index)."""
     constraints = {"background": lambda a: a["shape"]} if task.tie_background else None
     return sample_attributes(seed, n, constraints=constraints)
+
+
+def training_views(task: Task, attrs: WorldAttrs, cfg: ClassifierTrainConfig,
+                   seed: int) -> np.ndarray:
+    """Augmentation views [N, 3] for training records: drawn from ``cfg.views``; where a
+    view would not show the label's attribute, the whole image instead."""
+    views = sample_views(seed, attrs, cfg.views)
+    shows = visible_attributes(attrs, views, cfg.image_size)[:, list(DISCRETE).index(task.label)]
+    views[~shows] = np.array([0.5, 0.5, 1.0], np.float32)
+    return views
 
 
 def init_variables(clf: Classifier, key: jax.Array) -> dict:
@@ -143,16 +185,50 @@ def init_variables(clf: Classifier, key: jax.Array) -> dict:
     return variables
 
 
-def make_train_step(clf: Classifier, opt: optax.GradientTransformation) -> Callable:
-    """Jitted ``(params, opt_state, batch_stats, images, labels) -> (params, opt_state, loss)``."""
+def _value_slices() -> list[tuple[int, int]]:
+    bounds = np.cumsum([0] + [len(v) for v in DISCRETE.values()])
+    return [(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
 
-    def loss_fn(params, batch_stats, images, labels):
-        logits = clf.logits({"params": params, "batch_stats": batch_stats}, images)
-        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+def init_aux_heads(feature_dim: int, key: jax.Array) -> dict:
+    """Auxiliary linear heads on the features, one logit per value of every discrete
+    attribute: ``{"w": [D, P], "b": [P]}`` (P = all values, in DISCRETE order)."""
+    p = sum(len(v) for v in DISCRETE.values())
+    w = jax.random.normal(key, (feature_dim, p), jnp.float32) / np.sqrt(feature_dim)
+    return {"w": w, "b": jnp.zeros((p,), jnp.float32)}
+
+
+def aux_loss(aux: dict, z: jax.Array, labels: jax.Array, weights: jax.Array) -> jax.Array:
+    """Sum over attributes of the weighted mean cross-entropy of the auxiliary heads.
+
+    z: features [B, D]; labels: int [B, A] values in DISCRETE order; weights: [B, A]
+    (zero where the attribute is the task's own or the view does not show it).
+    """
+    logits = z @ aux["w"] + aux["b"]
+    ce = optax.softmax_cross_entropy_with_integer_labels
+    terms = [ce(logits[:, lo:hi], labels[:, j]) * weights[:, j]
+             for j, (lo, hi) in enumerate(_value_slices())]
+    return jnp.sum(jnp.stack(terms)) / z.shape[0]
+
+
+def make_train_step(clf: Classifier, opt: optax.GradientTransformation,
+                    aux_weight: float = 0.0) -> Callable:
+    """Jitted ``(params, opt_state, batch_stats, images, labels, aux_labels, aux_weights)
+    -> (params, opt_state, loss)``; ``params = {"clf": ..., "aux": ...}``."""
+
+    def loss_fn(params, batch_stats, images, labels, aux_labels, aux_weights):
+        variables = {"params": params["clf"], "batch_stats": batch_stats}
+        z = clf.features(variables, images)
+        logits = clf.head(variables, z)
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+        if aux_weight:
+            loss += aux_weight * aux_loss(params["aux"], z, aux_labels, aux_weights)
+        return loss
 
     @functools.partial(jax.jit, donate_argnums=(0, 1))
-    def step(params, opt_state, batch_stats, images, labels):
-        loss, grads = jax.value_and_grad(loss_fn)(params, batch_stats, images, labels)
+    def step(params, opt_state, batch_stats, images, labels, aux_labels, aux_weights):
+        loss, grads = jax.value_and_grad(loss_fn)(params, batch_stats, images, labels,
+                                                  aux_labels, aux_weights)
         updates, opt_state = opt.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
@@ -185,6 +261,7 @@ def accuracy(fn: Callable, images_u8: np.ndarray, labels: np.ndarray) -> float:
 
 def train_classifier(task: Task, images_u8: np.ndarray, labels: np.ndarray,
                      cfg: ClassifierTrainConfig, *, key: jax.Array,
+                     aux_labels: np.ndarray | None = None, aux_weights: np.ndarray | None = None,
                      log: Callable[[str], None] | None = print, name: str = "",
                      progress=None):
     """Trains one classifier.
@@ -194,6 +271,9 @@ def train_classifier(task: Task, images_u8: np.ndarray, labels: np.ndarray,
       images_u8: uint8 [N, S, S, 3] training images; labels: int [N].
       cfg: hyperparameters.
       key: PRNG key for init and the data order.
+      aux_labels: int [N, A] every discrete attribute's value (DISCRETE order), for the
+        auxiliary heads (``cfg.aux_weight``); aux_weights: float [N, A], 0 where the
+        attribute is not to be predicted.
 
     Returns:
       ``(classifier, variables, info)`` with numpy variables and
@@ -202,7 +282,13 @@ def train_classifier(task: Task, images_u8: np.ndarray, labels: np.ndarray,
     clf = make_classifier(resnet_config(cfg, len(DISCRETE[task.label])))
     k_init, k_data = jax.random.split(key)
     variables = init_variables(clf, k_init)
-    params, batch_stats = variables["params"], variables["batch_stats"]
+    params = {"clf": variables["params"],
+              "aux": init_aux_heads(clf.feature_dim, jax.random.fold_in(k_init, 1))}
+    batch_stats = variables["batch_stats"]
+    n_attr = len(DISCRETE)
+    if aux_labels is None:
+        aux_labels = np.zeros((len(images_u8), n_attr), np.int32)
+        aux_weights = np.zeros((len(images_u8), n_attr), np.float32)
     epochs = cfg.epochs * task.epoch_scale
     steps = max(1, int(epochs * len(images_u8) / cfg.batch))
     sched = optax.warmup_cosine_decay_schedule(0.0, cfg.lr, min(50, steps // 5),
@@ -210,7 +296,7 @@ def train_classifier(task: Task, images_u8: np.ndarray, labels: np.ndarray,
                                                end_value=0.05 * cfg.lr)
     opt = optax.adamw(sched, weight_decay=cfg.weight_decay)
     opt_state = opt.init(params)
-    step_fn = make_train_step(clf, opt)
+    step_fn = make_train_step(clf, opt, cfg.aux_weight)
     order_rng = np.random.default_rng(np.asarray(jax.random.bits(k_data, (2,), np.uint32)))
     order = np.concatenate([order_rng.permutation(len(images_u8))
                             for _ in range(int(np.ceil(epochs)) + 1)])
@@ -218,14 +304,19 @@ def train_classifier(task: Task, images_u8: np.ndarray, labels: np.ndarray,
     for s in range(steps):
         idx = order[s * cfg.batch:(s + 1) * cfg.batch]
         x = images_u8[idx].astype(np.float32) / 255.0
+        if cfg.noise_std:  # pixel-noise augmentation (drawn from the data-order stream)
+            x = x + cfg.noise_std * order_rng.standard_normal(x.shape, np.float32)
         params, opt_state, loss = step_fn(params, opt_state, batch_stats, x,
-                                          labels[idx].astype(np.int32))
+                                          labels[idx].astype(np.int32),
+                                          aux_labels[idx].astype(np.int32),
+                                          aux_weights[idx].astype(np.float32))
         if progress is not None:
             progress(s, steps, loss)
         if (s + 1) % 50 == 0 or s == steps - 1:
             losses.append(float(loss))
     seconds = time.time() - t0
-    variables = jax.tree.map(np.asarray, {"params": params, "batch_stats": batch_stats})
+    # The auxiliary heads are dropped: the classifier is its backbone and task head.
+    variables = jax.tree.map(np.asarray, {"params": params["clf"], "batch_stats": batch_stats})
     if log:
         log(f"[world_classifiers] {name}: {steps} steps in {seconds:.0f}s, "
             f"final loss {losses[-1]:.3f}")
@@ -247,21 +338,22 @@ def train_all(cfg: ClassifierTrainConfig, tasks: dict[str, Task] | None = None, 
     test_attrs = sample_attributes(cfg.seed + 2_000_003, cfg.test_images)
     test_u8 = render(test_attrs, cfg.seed + 2_000_003, image_size=cfg.image_size)
     int_attrs = sample_attributes(cfg.seed + 3_000_017, cfg.intervention_images)
-    data_cache: dict[bool, tuple[WorldAttrs, np.ndarray]] = {}
     out = {}
     root = jax.random.key(cfg.seed)
     for i, (name, task) in enumerate(tasks.items()):
-        if task.tie_background not in data_cache:
-            seed = cfg.seed + (1_000_001 if task.tie_background else 0)
-            a = training_attrs(task, seed, cfg.train_images)
-            data_cache[task.tie_background] = (a, render(a, seed, image_size=cfg.image_size))
-        attrs, images = data_cache[task.tie_background]
+        seed = cfg.seed + (1_000_001 if task.tie_background else 0)
+        attrs = training_attrs(task, seed, cfg.train_images)
+        views = training_views(task, attrs, cfg, seed + 17)
+        images = render(attrs, seed, image_size=cfg.image_size, views=views)
+        aux_labels = np.stack([getattr(attrs, a) for a in DISCRETE], axis=1)
+        aux_weights = visible_attributes(attrs, views, cfg.image_size).astype(np.float32)
+        aux_weights[:, list(DISCRETE).index(task.label)] = 0.0  # the task's own head
         if log:
             log(f"[world_classifiers] data ready after {time.time() - t0:.0f}s")
         labels = getattr(attrs, task.label)
         clf, variables, info = train_classifier(
-            task, images, labels, cfg, key=jax.random.fold_in(root, i), log=log, name=name,
-            progress=progress)
+            task, images, labels, cfg, key=jax.random.fold_in(root, i), aux_labels=aux_labels,
+            aux_weights=aux_weights, log=log, name=name, progress=progress)
         fn = logits_fn(clf, variables)
         info["test_accuracy"] = accuracy(fn, test_u8, getattr(test_attrs, task.label))
         if task.tie_background:

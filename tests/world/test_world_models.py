@@ -48,7 +48,12 @@ def test_world_clip_loss_decreases_and_cache(tmp_path):
     assert batch[1].shape == (12, model.context_length) and batch[2].shape == (12, 12)
     assert np.all(np.diag(batch[2]) == 1)
     focus = wc.make_batch(np.random.default_rng(1), cfg, model, focus=True)
-    np.testing.assert_allclose(focus[5], [1, 0, 0, 0, 0])  # prompt loss on shape only
+    shape_only = np.zeros((12, 6))
+    shape_only[:, 0] = 1  # prompt loss on shape only, every image (whole views)
+    np.testing.assert_allclose(focus[5], shape_only)
+    # Zoomed views: prompt-loss weights and caption targets only where the view shows it
+    vis = batch[5] > 0
+    assert vis.sum(1).min() >= 1 and not vis.all()
     losses = []
     for _ in range(25):  # one fixed batch: the loss must fall
         params, state, loss = step(params, state, *batch)
@@ -56,7 +61,8 @@ def test_world_clip_loss_decreases_and_cache(tmp_path):
     assert losses[-1] < 0.8 * losses[0], losses
 
     m1, v1, met1 = wc.get_or_train_world_clip(tmp_path, cfg, log=None)
-    assert set(met1["zero_shot"]) == {"shape", "colour", "pattern", "background", "size"}
+    assert set(met1["zero_shot"]) == set(met1["zero_shot_views"]) == {
+        "shape", "colour", "pattern", "background", "size", "badge"}
     m2, v2, met2 = wc.get_or_train_world_clip(tmp_path, cfg, log=None)  # from the cache
     assert met2 == met1
     np.testing.assert_array_equal(v1["params"]["logit_scale"], v2["params"]["logit_scale"])
@@ -77,22 +83,25 @@ def test_classifier_loss_decreases_and_cache(tmp_path):
     bn = variables["batch_stats"]
     assert all(float(np.abs(x).max()) in (0.0, 1.0) for x in jax.tree.leaves(bn))
     opt = optax.adam(3e-3)
-    params, state = variables["params"], opt.init(variables["params"])
-    step = wcl.make_train_step(clf, opt)
+    params = {"clf": variables["params"], "aux": wcl.init_aux_heads(16, jax.random.key(1))}
+    state = opt.init(params)
+    step = wcl.make_train_step(clf, opt, aux_weight=0.5)
     attrs = sample_attributes(0, 16)
     x = render(attrs, 0, image_size=32).astype(np.float32) / 255
+    aux_labels = np.stack([getattr(attrs, a) for a in wcl.DISCRETE], axis=1)
+    aux_weights = np.ones(aux_labels.shape, np.float32)
     losses = []
-    for _ in range(20):  # one fixed batch: the loss must fall
-        params, state, loss = step(params, state, bn, x, attrs.colour)
+    for _ in range(20):  # one fixed batch: the loss (task + auxiliary heads) must fall
+        params, state, loss = step(params, state, bn, x, attrs.colour, aux_labels, aux_weights)
         losses.append(float(loss))
     assert losses[-1] < 0.5 * losses[0], losses
-    z = clf.features({"params": params, "batch_stats": bn}, x[:2])
+    z = clf.features({"params": params["clf"], "batch_stats": bn}, x[:2])
     assert z.shape == (2, 16)
 
     tasks = {"colour": wcl.TASKS["colour"]}
     res = wcl.get_or_train_classifiers(tmp_path, cfg, tasks, log=None)
     _, _, m = res["colour"]
-    assert m["steps"] == 2 and len(m["interventions"]["rows"]) == 7
+    assert m["steps"] == 2 and len(m["interventions"]["rows"]) == 8
     assert m["critical"] == m["interventions"]["rows"][0]["attribute"]
     res2 = wcl.get_or_train_classifiers(tmp_path, cfg, tasks, log=None)  # from the cache
     assert res2["colour"][2] == m
