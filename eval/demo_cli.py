@@ -10,11 +10,13 @@ def register(subparsers) -> None:
         "demo",
         help="run the whole method in a procedural world and score it against truth",
         description=(
-            "Trains a small CLIP and three classifiers with different decision rules in a "
-            "procedural world (nothing is downloaded), measures each classifier's "
-            "decision-critical attribute by intervention, trains aligners and SAEs, "
-            "explains held-out images with TEXTER (with and without SAE) and "
-            "Text-to-Concept, and writes <out>/report.md with hit@1/hit@3. Trained "
+            "Trains a small CLIP and four classifiers with different decision rules in a "
+            "procedural world of whole images, close-ups and wide shots (nothing is "
+            "downloaded), measures each classifier's decision-critical attribute by "
+            "intervention, trains aligners and SAEs, checks that stage 3's reader can name "
+            "the truth on canvases that plainly show it (reader controls), explains "
+            "held-out images with TEXTER (with and without SAE), Text-to-Concept and a "
+            "class-logit ablation, and writes <out>/report.md with hit@1/hit@3. Trained "
             "artefacts are cached in <out>/cache: a second run takes seconds."),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     from_defaults = _defaults()
@@ -31,8 +33,14 @@ def register(subparsers) -> None:
     p.add_argument("--canvas", type=int, default=from_defaults["canvas"])
     p.add_argument("--ig-steps", type=int, default=from_defaults["ig_steps"])
     p.add_argument("--k-neu", type=int, default=from_defaults["k_neu"])
+    p.add_argument("--spectrum", choices=("world", "power_law"),
+                   default=from_defaults["spectrum"],
+                   help="MACO magnitude template: measured on world renders, or the 1/f law")
+    p.add_argument("--control-canvases", type=int, default=from_defaults["control_canvases"],
+                   help="value canvases per value in the reader controls")
     p.add_argument("--batch-size", type=int, default=from_defaults["batch_size"])
     p.add_argument("--seed", type=int, default=from_defaults["seed"])
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     p.add_argument("--tiny", action="store_true",
                    help="seconds-scale settings (CI smoke run); other flags are ignored")
     p.set_defaults(func=run)
@@ -52,13 +60,15 @@ def run(args) -> int:
     from eval.world_demo import DemoConfig, WorldDemo
 
     if args.tiny:
-        cfg = DemoConfig(out=args.out, seed=args.seed).tiny()
+        cfg = DemoConfig(out=args.out, seed=args.seed, progress=not args.no_progress).tiny()
     else:
         cfg = DemoConfig(out=args.out, image_size=args.image_size, clip_steps=args.clip_steps,
                          train_images=args.train_images, feature_images=args.feature_images,
                          explain_images=args.explain_images, maco_steps=args.maco_steps,
                          canvas=args.canvas, ig_steps=args.ig_steps, k_neu=args.k_neu,
-                         batch_size=args.batch_size, seed=args.seed)
+                         spectrum=args.spectrum, control_canvases=args.control_canvases,
+                         batch_size=args.batch_size, seed=args.seed,
+                         progress=not args.no_progress)
     t = time.perf_counter()
     report = WorldDemo(cfg).run()
     print(f"\nreport: {report.absolute()}  ({time.perf_counter() - t:.0f}s)")

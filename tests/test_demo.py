@@ -1,6 +1,7 @@
 """`texter demo` at tiny settings: every stage runs on real world data, outputs have the
-right shapes, explanations are reproducible for a seed, and a rerun hits the cache.
-No assertion on hit rates: at these sizes they measure nothing."""
+right shapes, the reader controls and diagnostics are reported, explanations are
+reproducible for a seed, and a rerun hits the cache. No assertion on hit rates: at these
+sizes they measure nothing."""
 
 import json
 import shutil
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 from eval.world_demo import METHODS, DemoConfig, WorldDemo
+from texter_jax.world import DISCRETE
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +26,7 @@ def test_report_and_results(demo):
     text = report.read_text()
     assert "## Hit rates" in text and (out / "examples.png").stat().st_size > 5000
     res = json.loads((out / "results.json").read_text())
-    assert set(res["hits"]) == {"shape", "shape_shortcut", "colour"}
+    assert set(res["hits"]) == {"shape", "shape_shortcut", "colour", "badge"}
     for name, per_method in res["hits"].items():
         assert set(per_method) == set(METHODS)
         for m in per_method.values():
@@ -32,8 +34,25 @@ def test_report_and_results(demo):
             assert 0 <= m["hit@1"]["rate"] <= m["hit@3"]["rate"] <= 1
         # the truth was measured, not assumed: an attribute the world intervenes on
         assert res["critical"][name] in ("shape", "colour", "pattern", "background", "size",
-                                         "position", "rotation")
-    assert set(res["clip_zero_shot"]) == {"shape", "colour", "pattern", "background", "size"}
+                                         "badge", "position", "rotation")
+        # reader controls: (a) the upsampled inputs, (b) value canvases of every value
+        ctl = res["controls"][name]
+        assert ctl["upsampled"]["hit@3"]["n"] == cfg.explain_images
+        assert 0 <= ctl["upsampled"]["hit@1"]["rate"] <= ctl["upsampled"]["hit@3"]["rate"] <= 1
+        if ctl["values"] is not None:
+            values = DISCRETE[res["critical"][name]]
+            assert ctl["values"]["hit@3"]["n"] == cfg.control_canvases * len(values)
+            assert set(ctl["per_value"]) == set(values)
+            assert np.mean(list(ctl["per_value"].values())) == pytest.approx(
+                ctl["values"]["hit@3"]["rate"])
+        assert ctl["passed"] == (ctl["values"] is not None and min(
+            ctl["upsampled"]["hit@3"]["rate"], ctl["values"]["hit@3"]["rate"]) >= 0.8)
+        cons = res["class_consistency"][name]
+        assert set(cons) == set(METHODS) - {"text2concept"}
+        assert all(0 <= c["rate"] <= 1 and c["n"] == cfg.explain_images for c in cons.values())
+    assert set(res["clip_zero_shot"]) == set(DISCRETE) == set(res["clip_zero_shot_views"])
+    # the report puts the reader controls before any hit rate
+    assert text.index("## Reader controls") < text.index("## Hit rates")
     for stack in res["stack"].values():
         assert np.isfinite(stack["aligner"]["holdout_r2"])
         assert np.isfinite(stack["sae"]["r2"]) and stack["sae"]["l0"] > 0
@@ -43,7 +62,7 @@ def test_explanations_are_real_and_reproducible(demo):
     cfg, out, _ = demo
     cache = out / "cache" / "explanations"
     first = {p.name: dict(np.load(p)) for p in cache.glob("*.npz")}
-    assert len(first) == 3 * len(METHODS)
+    assert len(first) == 4 * len(METHODS)
     for name, rec in first.items():
         s = rec["scores"]
         assert s.shape[0] == cfg.explain_images and np.all(np.isfinite(s))

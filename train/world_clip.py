@@ -91,7 +91,7 @@ class ClipTrainConfig:
     """
 
     image_size: int = 64
-    steps: int = 1000
+    steps: int = 800
     batch: int = 64
     lr: float = 2e-3
     weight_decay: float = 1e-4

@@ -1,0 +1,80 @@
+"""Hit rate of TEXTER in the world against the number of MACO steps (issue 9).
+
+Reuses a demo's cache (world CLIP, classifiers, aligners, SAEs, magnitude template; run
+``texter demo`` first with the same settings) and explains the demo's held-out images
+again at each step count, through the demo's own code; explanations are cached beside
+the demo's, so the demo's own step count costs nothing. Prints one markdown row per
+(classifier, method, steps)::
+
+    .venv/bin/python bench/world_steps_curve.py --out texter_demo --steps 16 32 64 128
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+
+import jax
+import numpy as np
+
+from eval.records import stable_hash
+from eval.world_controls import class_consistency
+from eval.world_demo import DemoConfig, WorldDemo
+from texter_jax.world.attributes import sample_attributes
+from texter_jax.world.captions import concept_bank
+from texter_jax.world.generator import render
+from texter_jax.world.interventions import truth_values
+from texter_jax.world.scoring import hit_table
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default=DemoConfig.out, help="the demo's output folder")
+    p.add_argument("--steps", type=int, nargs="+", default=[16, 32, 64, 128])
+    p.add_argument("--methods", nargs="+", default=["texter", "texter-nosae"])
+    p.add_argument("--seed", type=int, default=DemoConfig.seed)
+    p.add_argument("--classifiers", nargs="*", default=None, help="default: all")
+    a = p.parse_args(argv)
+    base = DemoConfig(out=a.out, seed=a.seed)
+    demo = WorldDemo(base, log=lambda s: None)
+    clip, clip_vars, _, classifiers = demo._world_models()
+    clip_vars = jax.tree.map(jax.numpy.asarray, clip_vars)
+    phrases, meaning = concept_bank()
+    text_emb = np.asarray(clip.encode_text(clip_vars, clip.tokenize(phrases)))
+    magnitude, spectrum_id = demo._magnitude()
+    seed = base.seed + 9_000_011  # the demo's held-out images
+    attrs = sample_attributes(seed, base.explain_images)
+    images = render(attrs, seed, image_size=base.image_size) / np.float32(255)
+    print("| classifier | method | MACO steps | hit@1 [95% CI] | hit@3 [95% CI] | "
+          "class consistency | seconds |")
+    print("|---|---|---|---|---|---|---|")
+    for name, (clf, variables, info) in classifiers.items():
+        if a.classifiers and name not in a.classifiers:
+            continue
+        variables = jax.tree.map(jax.numpy.asarray, variables)
+        identity = stable_hash({"name": name, "train": info.get("train_config"),
+                                "task": info.get("task")})
+        aligner, sae, _, stack_key = demo._stack(name, clf, variables, clip, clip_vars,
+                                                 identity)
+        truths = truth_values(info["critical"], attrs)
+        for steps in a.steps:
+            demo.cfg = dataclasses.replace(base, maco_steps=steps)
+            t = time.perf_counter()
+            expl = demo._explain(name, clf, variables, aligner, sae, text_emb, images,
+                                 stack_key, magnitude, spectrum_id, methods=a.methods)
+            secs = time.perf_counter() - t
+            for method, rec in expl.items():
+                order = np.argsort(-rec["scores"], axis=1, kind="stable")
+                h = hit_table([[phrases[j] for j in r] for r in order], truths, meaning,
+                              seed=base.seed)
+                cc = class_consistency(rec["crop_labels"], rec["label"], seed=base.seed)
+                ci = " | ".join(f"{h[k]['rate']:.2f} [{h[k]['low']:.2f}, {h[k]['high']:.2f}]"
+                                for k in ("hit@1", "hit@3"))
+                print(f"| {name} | {method} | {steps} | {ci} | {cc['rate']:.2f} | "
+                      f"{secs:.0f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
