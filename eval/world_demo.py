@@ -65,7 +65,7 @@ class DemoConfig:
 
     out: str = "texter_demo"
     image_size: int = 64
-    clip_steps: int = 1000
+    clip_steps: int = 1200
     train_images: int = 8000
     feature_images: int = 3000
     explain_images: int = 32

@@ -217,14 +217,18 @@ def _badge(attrs: WorldAttrs, ys: np.ndarray, xs: np.ndarray, px_per_unit: np.nd
 def _object_colour(attrs: WorldAttrs, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Object surface colour with its pattern, float32 [N, S, S, 3]."""
     base = COLOUR_RGB[attrs.colour][:, None, None, :]
-    # Both patterns evaluated everywhere and selected per image: elementwise work is
-    # cheaper in numpy than boolean-mask gathers.
-    stripes = np.mod((u + v) * np.float32(1.0 / (np.sqrt(2.0) * _STRIPE_PERIOD)), 1.0) < 0.5
-    du = np.mod(u * np.float32(1.0 / _DOT_PERIOD), 1.0) - 0.5
-    dv = np.mod(v * np.float32(1.0 / _DOT_PERIOD), 1.0) - 0.5
-    dots = (du * du + dv * dv) <= (_DOT_RADIUS / _DOT_PERIOD) ** 2
-    pat = attrs.pattern[:, None, None]
-    dark = ((pat == 1) & stripes) | ((pat == 2) & dots)
+    dark = np.zeros(u.shape, bool)
+    # Each pattern is evaluated only on the images that carry it (images, not pixels:
+    # whole-image slices stay vectorised).
+    idx = np.nonzero(attrs.pattern == 1)[0]  # stripes
+    if idx.size:
+        dark[idx] = np.mod((u[idx] + v[idx]) * np.float32(
+            1.0 / (np.sqrt(2.0) * _STRIPE_PERIOD)), 1.0) < 0.5
+    idx = np.nonzero(attrs.pattern == 2)[0]  # dots
+    if idx.size:
+        du = np.mod(u[idx] * np.float32(1.0 / _DOT_PERIOD), 1.0) - 0.5
+        dv = np.mod(v[idx] * np.float32(1.0 / _DOT_PERIOD), 1.0) - 0.5
+        dark[idx] = (du * du + dv * dv) <= (_DOT_RADIUS / _DOT_PERIOD) ** 2
     return base * np.where(dark[..., None], np.float32(_PATTERN_SHADE), np.float32(1.0))
 
 
