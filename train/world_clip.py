@@ -44,21 +44,21 @@ import argparse
 import dataclasses
 import functools
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
 from texter_jax.models.world_clip import WorldClip, WorldClipConfig, make_world_clip
-from texter_jax.world.attributes import DISCRETE, WORLD_VERSION, WorldAttrs, sample_attributes
+from texter_jax.world.attributes import WORLD_VERSION, WorldAttrs, sample_attributes
 from texter_jax.world.captions import ATTR_ORDER, captions, value_phrases
 from texter_jax.world.generator import render
 from texter_jax.world.views import DEFAULT_MIX, sample_views, visible_attributes
+from train.world_clip_eval import eval_set, zero_shot_accuracy
+from train.world_clip_losses import clip_loss, prompt_loss
 
 CACHE_NAME = "world_clip"
 METRICS_NAME = "metrics.json"
@@ -203,59 +203,6 @@ def label_prompts(rng: np.random.Generator) -> list[str]:
     return out
 
 
-def _prompt_slices() -> list[tuple[int, int]]:
-    bounds = np.cumsum([0] + [len(DISCRETE[a]) for a in ATTR_ORDER])
-    return [(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
-
-
-def prompt_loss(img: jax.Array, prompts: jax.Array, log_scale: jax.Array,
-                labels: jax.Array, weights: jax.Array) -> jax.Array:
-    """Label-prompt loss: per attribute, cross-entropy of each image over its value prompts.
-
-    Args:
-      img: image embeddings [B, E]; prompts: prompt embeddings [P, E] in the order of
-        :func:`label_prompts`; log_scale: the shared log logit scale [].
-      labels: int [B, A] attribute values in :data:`ATTR_ORDER`.
-      weights: float [B, A], weight of each image's cross-entropy per attribute (zero
-        where the image's view does not show the attribute).
-
-    Returns:
-      Scalar: sum over attributes of the weighted mean cross-entropy over images.
-    """
-    img = img / jnp.linalg.norm(img, axis=-1, keepdims=True)
-    prompts = prompts / jnp.linalg.norm(prompts, axis=-1, keepdims=True)
-    logits = jnp.exp(jnp.minimum(log_scale, math.log(100.0))) * img @ prompts.T  # [B, P]
-    ce = optax.softmax_cross_entropy_with_integer_labels
-    losses = [ce(logits[:, lo:hi], labels[:, j]) * weights[:, j]
-              for j, (lo, hi) in enumerate(_prompt_slices())]
-    return jnp.sum(jnp.stack(losses)) / img.shape[0]
-
-
-def clip_loss(img: jax.Array, txt: jax.Array, log_scale: jax.Array,
-              targets: jax.Array) -> jax.Array:
-    """Symmetric InfoNCE with multi-positive targets (and optional extra texts).
-
-    Args:
-      img: image embeddings [B, E]; txt: text embeddings [T, E], T >= B, the first B
-        being the images' own captions (any norm); extra rows act as more candidates
-        in the image->text direction.
-      log_scale: learned log logit scale [], capped at log(100) as in CLIP.
-      targets: float [T, B], 1 where text i matches image j; ``targets[i, i] = 1``.
-
-    Returns:
-      Scalar: mean of the text->image cross-entropy over the B captions and the
-      image->text cross-entropy over all T texts, against row-normalised targets.
-    """
-    b = img.shape[0]
-    img = img / jnp.linalg.norm(img, axis=-1, keepdims=True)
-    txt = txt / jnp.linalg.norm(txt, axis=-1, keepdims=True)
-    logits = jnp.exp(jnp.minimum(log_scale, math.log(100.0))) * txt @ img.T  # [T, B]
-    pos = targets[:b]
-    t2i = optax.softmax_cross_entropy(logits[:b], pos / pos.sum(1, keepdims=True))
-    i2t = optax.softmax_cross_entropy(logits.T, targets.T / targets.T.sum(1, keepdims=True))
-    return 0.5 * (t2i.mean() + i2t.mean())
-
-
 def _decay_mask(params):
     # Decay kernels and embeddings only; biases and the temperature stay free.
     return jax.tree_util.tree_map_with_path(
@@ -296,76 +243,6 @@ def make_train_step(model: WorldClip, opt: optax.GradientTransformation,
     return step
 
 
-def eval_set(cfg: ClipTrainConfig, n: int | None = None, *, zoomed: bool = False):
-    """Held-out records, float32 images [N, S, S, 3] and their visibility [N, A].
-
-    Seeded apart from training. ``zoomed``: close, partial and wide views of other
-    held-out records instead of whole images.
-    """
-    seed = cfg.seed + (1_000_033 if zoomed else 1_000_003)
-    attrs = sample_attributes(seed, n or cfg.eval_images)
-    views = None
-    if zoomed:
-        views = sample_views(seed, attrs, tuple((k, w) for k, w in DEFAULT_MIX if k != "whole"))
-    images = render(attrs, seed, image_size=cfg.image_size, views=views) / np.float32(255)
-    return attrs, images, visible_attributes(attrs, views, cfg.image_size)
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _encode_images(model: WorldClip, variables, images):
-    return model.encode_image(variables, images)
-
-
-def embed_images(model: WorldClip, variables, images: np.ndarray, batch: int = 200) -> np.ndarray:
-    """L2-normalised image embeddings float32 [N, E] of images float32 [N, S, S, 3] in [0, 1].
-
-    Fixed-size chunks (the last zero-padded), so the jitted encoder compiles once.
-    """
-    out = []
-    for i in range(0, len(images), batch):
-        x = np.asarray(images[i:i + batch], np.float32)
-        n = len(x)
-        if n < batch:
-            x = np.concatenate([x, np.zeros((batch - n, *x.shape[1:]), np.float32)])
-        out.append(np.asarray(_encode_images(model, variables, x))[:n])
-    out = np.concatenate(out)
-    return out / np.linalg.norm(out, axis=-1, keepdims=True)
-
-
-def embed_texts(model: WorldClip, variables, texts: list[str]) -> np.ndarray:
-    """L2-normalised text embeddings float32 [N, E]."""
-    out = np.asarray(model.encode_text(variables, model.tokenize(texts)))
-    return out / np.linalg.norm(out, axis=-1, keepdims=True)
-
-
-def zero_shot_accuracy(model: WorldClip, variables, attrs: WorldAttrs, images: np.ndarray,
-                       visible: np.ndarray | None = None) -> dict[str, float]:
-    """Zero-shot accuracy per discrete attribute on held-out images.
-
-    Each value is represented by the mean of its concept-bank phrase embeddings (a
-    prompt ensemble), the same phrases TEXTER later retrieves; an image's predicted value
-    is the nearest one by cosine.
-
-    Args:
-      visible: optional bool [N, A]: score each attribute only on the images whose view
-        shows it.
-
-    Returns:
-      ``{attribute: accuracy in [0, 1]}`` (NaN for an attribute no image shows).
-    """
-    img = embed_images(model, variables, images)
-    acc = {}
-    for j, a in enumerate(ATTR_ORDER):
-        protos = []
-        for phrases in value_phrases(a):
-            e = embed_texts(model, variables, phrases).mean(0)
-            protos.append(e / np.linalg.norm(e))
-        right = np.argmax(img @ np.stack(protos).T, axis=1) == getattr(attrs, a)
-        rows = np.ones(len(right), bool) if visible is None else visible[:, j]
-        acc[a] = float(np.mean(right[rows])) if rows.any() else float("nan")
-    return acc
-
-
 def train_world_clip(cfg: ClipTrainConfig, *, log: Callable[[str], None] | None = print,
                      eval_every: int = 0, progress=None):
     """Trains the world CLIP from scratch.
@@ -389,7 +266,7 @@ def train_world_clip(cfg: ClipTrainConfig, *, log: Callable[[str], None] | None 
     opt_state = opt.init(params)
     step_fn = make_train_step(model, opt, cfg.prompt_weight)
     rng = np.random.default_rng(cfg.seed)
-    ev_attrs, ev_images, _ = eval_set(cfg)
+    ev_attrs, ev_images, _ = eval_set(cfg.seed, cfg.eval_images, cfg.image_size)
     t0, losses, history = time.time(), [], []
     for step in range(cfg.steps):
         batch = make_batch(rng, cfg, model, focus=step < cfg.focus_steps)
@@ -408,7 +285,8 @@ def train_world_clip(cfg: ClipTrainConfig, *, log: Callable[[str], None] | None 
     train_seconds = time.time() - t0
     variables = jax.tree.map(np.asarray, {"params": params})
     zs = zero_shot_accuracy(model, variables, ev_attrs, ev_images)
-    zoom_attrs, zoom_images, zoom_visible = eval_set(cfg, zoomed=True)
+    zoom_attrs, zoom_images, zoom_visible = eval_set(cfg.seed, cfg.eval_images, cfg.image_size,
+                                                     zoomed=True)
     zs_views = zero_shot_accuracy(model, variables, zoom_attrs, zoom_images, zoom_visible)
     metrics = {"zero_shot": zs, "zero_shot_views": zs_views,
                "views_shown": {a: int(v) for a, v in zip(ATTR_ORDER, zoom_visible.sum(0))},

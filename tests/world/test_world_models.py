@@ -73,19 +73,20 @@ def test_classifier_loss_decreases_and_cache(tmp_path):
 
     from texter_jax.models.resnet import make_classifier
     from texter_jax.world import render, sample_attributes
+    from train import world_classifier_step as step_mod
     from train import world_classifiers as wcl
 
     cfg = wcl.ClassifierTrainConfig(image_size=32, widths=(8, 16), depths=(1, 1),
                                     stem_width=8, train_images=32, test_images=16,
                                     intervention_images=8, epochs=1, batch=16)
     clf = make_classifier(wcl.resnet_config(cfg, 6))
-    variables = wcl.init_variables(clf, jax.random.key(0))
+    variables = step_mod.init_variables(clf, jax.random.key(0))
     bn = variables["batch_stats"]
     assert all(float(np.abs(x).max()) in (0.0, 1.0) for x in jax.tree.leaves(bn))
     opt = optax.adam(3e-3)
-    params = {"clf": variables["params"], "aux": wcl.init_aux_heads(16, jax.random.key(1))}
+    params = {"clf": variables["params"], "aux": step_mod.init_aux_heads(16, jax.random.key(1))}
     state = opt.init(params)
-    step = wcl.make_train_step(clf, opt, aux_weight=0.5)
+    step = step_mod.make_train_step(clf, opt, aux_weight=0.5)
     attrs = sample_attributes(0, 16)
     x = render(attrs, 0, image_size=32).astype(np.float32) / 255
     aux_labels = np.stack([getattr(attrs, a) for a in wcl.DISCRETE], axis=1)

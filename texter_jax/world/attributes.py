@@ -128,6 +128,13 @@ class WorldAttrs:
                              for n in names})
 
 
+def value_slices() -> list[tuple[int, int]]:
+    """``(start, stop)`` of each discrete attribute's values when all values are laid out
+    in :data:`DISCRETE` order (one logit per value: label prompts, auxiliary heads)."""
+    bounds = np.cumsum([0] + [len(v) for v in DISCRETE.values()])
+    return [(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+
 def as_numpy_rng(seed_or_key: Any) -> np.random.Generator:
     """An explicit numpy Generator from an int seed, a JAX PRNG key or a Generator.
 
