@@ -2,7 +2,7 @@
 
 The real methods go through the library unchanged: TEXTER through
 :func:`texter_jax.explain.explain_batch`, Text-to-Concept through
-:func:`texter_jax.explain.text_to_concept_embeddings`. The sanity variants need what
+:func:`texter_jax.explain.text_to_concept`. The sanity variants need what
 ``explain_batch`` does not expose -- explain a *given* class with a randomised model, or
 emphasise given units -- so :func:`texter_variant` recomposes the same public stage
 functions (``contributions``, MACO with retry, ``embed_concept_images``) with the same
@@ -24,7 +24,7 @@ import numpy as np
 from eval.sanity import random_units
 from texter_jax.emphasis import features_objective, maco_batch_with_retry, sae_objective
 from texter_jax.explain import (Aligner, ExplainConfig, Sae, batch_sharding, contributions,
-                                explain_batch, predict, text_to_concept_embeddings)
+                                explain_batch, text_to_concept)
 # explain_batch's own jitted stage 3, so the variants reuse its compiled program.
 from texter_jax.explain import embed_concept_images_jit
 from texter_jax.sae import sae_encode
@@ -49,8 +49,7 @@ def _put(x, sharding):
 
 @functools.partial(jax.jit, static_argnames=("classifier",))
 def _t2c(classifier, variables, w, b, images):
-    pred = predict(classifier, variables, images)
-    return pred, text_to_concept_embeddings(classifier, variables, Aligner(w, b), images)
+    return text_to_concept(classifier, variables, Aligner(w, b), images)
 
 
 @functools.partial(jax.jit, static_argnames=("classifier", "steps", "method", "ranked",

@@ -15,7 +15,8 @@ import pytest
 
 from texter_jax.emphasis import MacoConfig
 from texter_jax.explain import (Aligner, ExplainConfig, Sae, explain_batch, image_keys,
-                                text_to_concept_batch)
+                                text_to_concept, text_to_concept_batch,
+                                text_to_concept_embed_batch)
 from texter_jax.models.resnet import ResNetConfig, make_classifier, random_variables
 from texter_jax.sae import SaeConfig, init_sae
 
@@ -143,6 +144,14 @@ def test_text_to_concept_closed_form():
     p = np.exp(logits - logits.max(-1, keepdims=True))
     p /= p.sum(-1, keepdims=True)
     np.testing.assert_allclose(prob, p[np.arange(3), label], atol=1e-6)
+    # one classifier pass: as many convolutions as the features alone
+    def convs(fn):
+        return str(jax.make_jaxpr(fn)(jnp.asarray(images))).count("conv_general_dilated")
+    n_features = convs(lambda x: clf.features(v, x))
+    assert n_features > 0
+    assert convs(lambda x: text_to_concept(clf, v, al, x)) == n_features
+    _, _, emb = text_to_concept_embed_batch(clf, v, al, images)
+    np.testing.assert_allclose(emb[:, 0], h, rtol=1e-5, atol=1e-5)
 
 
 _SHARD_SCRIPT = r"""

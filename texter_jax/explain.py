@@ -206,14 +206,21 @@ def embed_concept_images(classifier: Classifier, variables: Variables, aligner: 
                                  n_crops=n_crops, whole=whole)
 
 
+def text_to_concept(classifier: Classifier, variables: Variables, aligner: Aligner,
+                    images: Array) -> tuple[Prediction, Array]:
+    """The Text-to-Concept baseline's image side with the prediction, one classifier pass.
+
+    images float32 [B, H, W, 3] in [0, 1] -> ``(Prediction, embeddings [B, 1, E])``: the
+    global features through the aligner (one "crop": the image itself).
+    """
+    pred = predict(classifier, variables, images)
+    return pred, mapping.align(aligner.w, aligner.b, pred.z)[:, None, :]
+
+
 def text_to_concept_embeddings(classifier: Classifier, variables: Variables,
                                aligner: Aligner, images: Array) -> Array:
-    """The Text-to-Concept baseline's image side: global features -> aligner.
-
-    images float32 [B, H, W, 3] in [0, 1] -> [B, 1, E] (one "crop": the image itself).
-    """
-    z = classifier.features(variables, images)
-    return mapping.align(aligner.w, aligner.b, z)[:, None, :]
+    """:func:`text_to_concept` without the prediction: [B, H, W, 3] -> [B, 1, E]."""
+    return text_to_concept(classifier, variables, aligner, images)[1]
 
 
 # ---------------------------------------------------------------------------------
@@ -262,10 +269,8 @@ read_canvases_jit = functools.partial(jax.jit, static_argnames=(
 
 
 @functools.partial(jax.jit, static_argnames=("classifier",))
-def _baseline(classifier, variables, w, b, images, text_emb):
-    pred = predict(classifier, variables, images)
-    emb = text_to_concept_embeddings(classifier, variables, Aligner(w, b), images)
-    return pred, mapping.retrieve(emb, text_emb)
+def _baseline(classifier, variables, w, b, images):
+    return text_to_concept(classifier, variables, Aligner(w, b), images)
 
 
 def _pad_batch(x, n_devices: int | None = None):
@@ -376,18 +381,29 @@ def explain_batch(classifier: Classifier, variables: Variables, aligner: Aligner
     return Explanation(*(None if a is None else a[:n_real] for a in out))
 
 
-def text_to_concept_batch(classifier: Classifier, variables: Variables, aligner: Aligner,
-                          text_emb: Array, images) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The Text-to-Concept baseline for a batch.
+def text_to_concept_embed_batch(classifier: Classifier, variables: Variables,
+                                aligner: Aligner, images) -> tuple[np.ndarray, ...]:
+    """Text-to-Concept's image side for a batch, one classifier pass (padded, sharded).
 
     Returns:
-      ``(label [B], prob [B], concept_scores [B, T])`` as host arrays.
+      ``(label [B], prob [B], embeddings [B, 1, E])`` as host arrays.
     """
     images = np.asarray(images, np.float32)
     images, n_real = _pad_batch(images)
     x = _shard(jnp.asarray(images), batch_sharding(images.shape[0]))
-    pred, scores = _baseline(classifier, variables, jnp.asarray(aligner.w),
-                             jnp.asarray(aligner.b), x, jnp.asarray(text_emb))
+    pred, emb = _baseline(classifier, variables, jnp.asarray(aligner.w),
+                          jnp.asarray(aligner.b), x)
     label = np.asarray(pred.label)
     prob = np.take_along_axis(np.asarray(pred.probs), label[:, None], axis=1)[:, 0]
-    return label[:n_real], prob[:n_real], np.asarray(scores)[:n_real]
+    return label[:n_real], prob[:n_real], np.asarray(emb)[:n_real]
+
+
+def text_to_concept_batch(classifier: Classifier, variables: Variables, aligner: Aligner,
+                          text_emb: Array, images) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The Text-to-Concept baseline for a batch, scored against one text bank.
+
+    Returns:
+      ``(label [B], prob [B], concept_scores [B, T])`` as host arrays.
+    """
+    label, prob, emb = text_to_concept_embed_batch(classifier, variables, aligner, images)
+    return label, prob, np.asarray(mapping.retrieve(jnp.asarray(emb), jnp.asarray(text_emb)))

@@ -136,7 +136,8 @@ class ExplainRun:
     def run(self) -> int:
         from tqdm import tqdm
 
-        from texter_jax.explain import (explain_batch, image_keys, text_to_concept_batch)
+        from texter_jax.explain import (explain_batch, image_keys,
+                                         text_to_concept_embed_batch)
         from texter_jax.io.images import ImageLoadError, list_images, load_image
         from texter_jax import mapping
 
@@ -185,13 +186,8 @@ class ExplainRun:
                                    magnitude=magnitude)
                 labels, probs, emb = ex.label, ex.prob, ex.crop_embeddings
             else:
-                labels, probs, _ = text_to_concept_batch(
-                    self.classifier, self.cvars, self.aligner,
-                    np.zeros((1, self.clip.embed_dim), np.float32), batch)
-                from texter_jax.explain import text_to_concept_embeddings
-
-                emb = np.asarray(text_to_concept_embeddings(
-                    self.classifier, self.cvars, self.aligner, batch))
+                labels, probs, emb = text_to_concept_embed_batch(
+                    self.classifier, self.cvars, self.aligner, batch)
                 ex = None
             for j, i in enumerate(idx):
                 cls = self.class_names[int(labels[j])]

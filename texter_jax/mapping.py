@@ -14,7 +14,8 @@ Release pipeline (``src/horama/utils.py: preprocess_for_maco_image`` then
 6. texts -> CLIP text embeddings (the bare concept string, no prompt template),
    L2-normalised; score = cosine averaged over the crops; rank descending.
 
-Percentiles use linear interpolation (numpy's default, as the release).
+Percentiles use linear interpolation (numpy's default, as the release), found by exact
+selection (:mod:`texter_jax.selection`) rather than a sort.
 
 References:
   Moayeri et al., "Text-To-Concept (and Back) via Cross-Model Alignment",
@@ -29,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from texter_jax import selection
 from texter_jax.emphasis import crops as _crops
 from texter_jax.types import Array, PRNGKey
 
@@ -69,8 +71,8 @@ def normalize_concept_image(image: Array, percentile: float = PERCENTILE_IMAGE) 
       float32 [H, W, 3] in [0, 1] (all 0 if the clipped image is constant).
     """
     image = jnp.asarray(image, jnp.float32)
-    lo = jnp.percentile(image, percentile)
-    hi = jnp.percentile(image, 100.0 - percentile)
+    lo = selection.percentile(image, percentile)
+    hi = selection.percentile(image, 100.0 - percentile)
     image = jnp.clip(image, lo, hi)
     mn, mx = image.min(), image.max()
     return jnp.where(mx > mn, (image - mn) / jnp.where(mx > mn, mx - mn, 1.0), 0.0)
@@ -87,7 +89,7 @@ def concept_alpha(transparency: Array, percentile: float = PERCENTILE_ALPHA) -> 
       transparency: float [H, W, C] (C = 3 in the release) of |gradient| sums.
     """
     a = jnp.mean(jnp.asarray(transparency, jnp.float32), axis=-1, keepdims=True)
-    a = jnp.minimum(a, jnp.percentile(a, percentile))
+    a = jnp.minimum(a, selection.percentile(a, percentile))
     mx = a.max()
     return jnp.where(mx > 0, a / jnp.where(mx > 0, mx, 1.0), 0.0)
 
