@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from train.process_args import add_process_args, process_group
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -88,10 +90,14 @@ def register(subparsers) -> None:
     g.add_argument("--limit", type=int, default=None,
                    help="stop after this many new (image, method) records")
     g.add_argument("--no-plots", action="store_true")
+    add_process_args(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from eval.runner import EvalRun
 
-    return EvalRun(args).run()
+    group = process_group(args, "eval")
+    if group is None:
+        return 2
+    return EvalRun(args, group).run()

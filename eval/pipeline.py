@@ -93,7 +93,7 @@ def text2concept_artifacts(classifier, variables, aligner: Aligner, images
     Returns:
       ``{"label" [B], "prob" [B], "crop_embeddings" [B, 1, E]}``.
     """
-    x, n = _pad(np.asarray(images, np.float32), jax.device_count())
+    x, n = _pad(np.asarray(images, np.float32), jax.local_device_count())
     pred, emb = _t2c(classifier, variables, jnp.asarray(aligner.w), jnp.asarray(aligner.b),
                      _put(x, batch_sharding(x.shape[0])))
     label = np.asarray(pred.label)
@@ -126,7 +126,7 @@ def texter_variant(classifier, model_vars, reader_vars, aligner: Aligner, images
     if units not in ("ig", "random"):
         raise ValueError(f"units must be 'ig' or 'random', got {units!r}")
     images = np.asarray(images, np.float32)
-    d = jax.device_count()
+    d = jax.local_device_count()
     x, n = _pad(images, d)
     keys, _ = _pad(np.asarray(jax.random.key_data(keys)), d)
     keys = jax.random.wrap_key_data(jnp.asarray(keys))

@@ -88,6 +88,35 @@ class RecordStore:
         return len(self.records)
 
 
+def part_path(main: str | os.PathLike, index: int, count: int) -> Path:
+    """Process ``index`` of ``count``'s own records file beside ``main`` (``parts/``)."""
+    main = Path(main)
+    return main.parent / "parts" / f"{main.stem}.{index}-of-{count}{main.suffix}"
+
+
+def merge_parts(main: str | os.PathLike, count: int, order: dict[str, int]) -> int:
+    """Folds the ``count`` processes' part files into ``main``, atomically, then removes them.
+
+    Records are keyed by ``(image, method)`` (a part's record replaces the same key in
+    ``main``) and written in ``order[image]`` order, methods in first-seen order, so the
+    merged file does not depend on how images were shared out. Returns the record count.
+    """
+    main = Path(main)
+    merged: dict[tuple[str, str], dict] = {}
+    parts = [part_path(main, i, count) for i in range(count)]
+    for store in [RecordStore(main)] + [RecordStore(p) for p in parts if p.is_file()]:
+        for r in store.records:
+            merged[(r["image"], r["method"])] = r
+    methods = {m: i for i, m in enumerate(dict.fromkeys(m for _, m in merged))}
+    keys = sorted(merged, key=lambda k: (order.get(k[0], len(order)), k[0], methods[k[1]]))
+    text = "".join(json.dumps(merged[k], sort_keys=False, allow_nan=True) + "\n"
+                   for k in keys)
+    write_bytes_atomic(main, text.encode("utf-8"))
+    for p in parts:  # only once main holds their records
+        p.unlink(missing_ok=True)
+    return len(keys)
+
+
 class ArtifactCache:
     """``.npz`` files of named arrays under ``root``, keyed by strings."""
 

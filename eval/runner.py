@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import sys
 import time
 from pathlib import Path
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from eval.data import EvalDataError, EvalImage
-from eval.records import ArtifactCache, RecordStore, stable_hash
+from eval.records import ArtifactCache, RecordStore, merge_parts, part_path, stable_hash
 from texter_jax.io.atomic import write_json_atomic
 
 RECORD_FORMAT = "texter_jax/eval-record/v1"
@@ -158,8 +159,11 @@ def _pad_rows(x: np.ndarray, n: int) -> np.ndarray:
 class EvalRun:
     """One ``texter eval`` invocation (see :mod:`eval.cli` for the flags)."""
 
-    def __init__(self, args):
+    def __init__(self, args, group=None):
+        from texter_jax.distributed import SINGLE
+
         self.args = args
+        self.group = group or SINGLE  # several processes: each explains its share
         self.skipped: dict[str, str] = {}
         self.timing: dict[str, list[float]] = {}
 
@@ -500,33 +504,42 @@ class EvalRun:
         from eval.data import file_digest, load_for_classifier, load_for_clip
         from texter_jax.io.images import ImageLoadError
 
-        a = self.args
+        a, group = self.args, self.group
+        main_path = self.out_path() / "records.jsonl"
         try:
             self._setup()
-            store = RecordStore(self.out / "records.jsonl")
+            store = RecordStore(main_path)
             self._check_resume(store)
+            # Several processes: each appends to its own part file; process 0 merges.
+            own = store if group.count == 1 else RecordStore(
+                part_path(main_path, group.index, group.count))
+            self._check_resume(own)
         except (EvalSetupError, EvalDataError, FileNotFoundError, ValueError) as e:
             print(f"texter eval: error: {e}", file=sys.stderr)
             return 2
-        if store.dropped_tail:
-            print(f"note: dropped a truncated last line of {store.path}", file=sys.stderr)
+        for s in {store, own}:
+            if s.dropped_tail:
+                print(f"note: dropped a truncated last line of {s.path}", file=sys.stderr)
         if a.baseline == "mean":
             self.baseline = self._dataset_mean()
-        done = store.done()
-        pending = sum((im.rel, m.label) not in done for im in self.sample for m in self.methods)
+        done = store.done() | own.done()
+        work = group.share(self.sample)
+        pending = sum((im.rel, m.label) not in done for im in work for m in self.methods)
+        share = "" if group.count == 1 else (
+            f"process {group.index} of {group.count}: {len(work)} of them, ")
         print(f"texter eval: {len(self.sample)} images x {len(self.methods)} method(s); "
-              f"{pending} (image, method) pair(s) to compute, {len(store)} already recorded "
-              f"(labels from {self.label_rule})", file=sys.stderr)
+              f"{share}{pending} (image, method) pair(s) to compute, {len(done)} already "
+              f"recorded (labels from {self.label_rule})", file=sys.stderr)
         limit = a.limit if a.limit is not None else pending
         new = 0
         t_start = time.perf_counter()
         bar = tqdm(total=min(pending, limit), desc="eval", unit="pair")
         size, csize = self.classifier.image_size, self.clip.image_size
         bs = a.batch_size
-        for start in range(0, len(self.sample), bs):
+        for start in range(0, len(work), bs):
             if new >= limit:
                 break
-            chunk = self.sample[start:start + bs]
+            chunk = work[start:start + bs]
             need = {m.label: [im.rel for im in chunk if (im.rel, m.label) not in done]
                     for m in self.methods}
             wanted = {r for v in need.values() for r in v}
@@ -575,7 +588,7 @@ class EvalRun:
                 recs = self._score(m, ims, z[pos], ls, probs[pos], clip_img[pos], arts,
                                    variants)
                 for r in recs:
-                    store.append(r)
+                    own.append(r)
                     done.add((r["image"], r["method"]))
                 new += len(recs)
                 bar.update(len(recs))
@@ -585,8 +598,44 @@ class EvalRun:
                     break
         bar.close()
         elapsed = time.perf_counter() - t_start
+        if group.count > 1:
+            store, new, pending = self._gather(main_path, new, pending)
+            if store is None:
+                return 0
         self._finish(store, new, elapsed, pending)
         return 0 if len(store) else 1
+
+    def out_path(self) -> Path:
+        return Path(self.args.out)
+
+    def _gather(self, main_path: Path, new: int, pending: int):
+        """Multi-process end: every process leaves its counts and skipped images beside its
+        part file; process 0 merges them into ``records.jsonl`` and goes on to the summary
+        (returns the merged store and totals); the others return ``(None, new, pending)``."""
+        g = self.group
+        side = part_path(main_path, g.index, g.count).with_suffix(".json")
+        write_json_atomic(side, {"new": new, "pending": pending, "skipped": self.skipped,
+                                 "timing": self.timing})
+        g.barrier("texter-eval-records")
+        if not g.is_main:
+            g.barrier("texter-eval-merged")
+            print(f"process {g.index}: {new} new record(s); process 0 merges them into "
+                  f"{main_path}", file=sys.stderr)
+            return None, new, pending
+        new = pending = 0
+        for i in range(g.count):
+            p = part_path(main_path, i, g.count).with_suffix(".json")
+            info = json.loads(p.read_text())
+            new, pending = new + info["new"], pending + info["pending"]
+            self.skipped.update(info["skipped"])
+            if i != g.index:
+                for k, v in info["timing"].items():
+                    self.timing.setdefault(k, []).extend(v)
+            p.unlink()
+        order = {im.rel: i for i, im in enumerate(self.sample)}
+        merge_parts(main_path, g.count, order)
+        g.barrier("texter-eval-merged")
+        return RecordStore(main_path), new, pending
 
     def _finish(self, store: RecordStore, new: int, elapsed: float, pending: int) -> None:
         from eval.plots import plot_curves, plot_distributions

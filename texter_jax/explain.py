@@ -232,7 +232,7 @@ def batch_sharding(batch: int):
 
     ``batch`` must be a multiple of the device count (callers pad).
     """
-    devices = jax.devices()
+    devices = jax.local_devices()  # this process's own (several processes: see distributed.py)
     if len(devices) == 1:
         return None
     if batch % len(devices):
@@ -276,7 +276,7 @@ def _baseline(classifier, variables, w, b, images):
 def _pad_batch(x, n_devices: int | None = None):
     """Pads axis 0 to a multiple of the device count by repeating the last row."""
     n = x.shape[0]
-    d = n_devices or jax.device_count()
+    d = n_devices or jax.local_device_count()
     padded = -(-n // d) * d
     if padded == n:
         return x, n
@@ -296,7 +296,7 @@ def image_keys(seed: int, indices) -> Array:
 def explain_batch(classifier: Classifier, variables: Variables, aligner: Aligner,
                   text_emb: Array, images, keys: PRNGKey, config: ExplainConfig,
                   *, sae: Sae | None = None, magnitude=None) -> Explanation:
-    """TEXTER for a batch of images, sharded over ``jax.devices()`` along the batch.
+    """TEXTER for a batch of images, sharded over ``jax.local_devices()`` along the batch.
 
     Args:
       classifier, variables: the classifier to explain.

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from train.process_args import add_process_args, process_group
+
 COMMANDS = ("extract-features", "train-aligner", "train-sae")
 
 
@@ -43,6 +45,7 @@ def register(subparsers) -> None:
     p.add_argument("--shard-devices", action="store_true",
                    help="split each batch over all JAX devices")
     p.add_argument("--no-progress", action="store_true")
+    add_process_args(p)
     p.set_defaults(func=run_extract)
 
     p = subparsers.add_parser(
@@ -112,6 +115,9 @@ def run_extract(args) -> int:
     from train.features import (FeatureShardsError, PREPROCESS, extract_features,
                                 list_image_folder, read_file_list)
 
+    group = process_group(args, "extract-features")  # before any other JAX work
+    if group is None:
+        return 2
     try:
         if args.images:
             items, classes = list_image_folder(args.images)
@@ -142,10 +148,11 @@ def run_extract(args) -> int:
             extra_meta={"model": str(args.model), "kind": "clip_image" if is_clip
                         else "classifier_features",
                         "source": str(args.images or args.file_list)},
-            progress=not args.no_progress)
+            progress=not args.no_progress, group=group)
     except (FeatureShardsError, ValueError) as e:
         return _error("extract-features", e)
-    print(f"wrote {out}")
+    if group.is_main:
+        print(f"wrote {out}")
     return 0
 
 

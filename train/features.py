@@ -18,7 +18,7 @@ grain is not installed here and would add a dependency for the same effect). A s
 window of futures keeps ``prefetch_batches`` batches decoding while the device runs.
 Device side: one jitted forward at a fixed batch size (the last batch is padded), images
 shipped as uint8 and converted to float32 [0, 1] on device; optionally sharded over
-``jax.devices()`` on the batch axis.
+``jax.local_devices()`` on the batch axis.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from texter_jax.distributed import SINGLE, ProcessGroup
 from texter_jax.io.atomic import write_bytes_atomic, write_json_atomic
 
 FORMAT = "texter_jax/features/v1"
@@ -163,7 +164,7 @@ def make_forward(features_fn: Callable, batch_size: int, *, variables: Any = Non
         being baked into the program as constants).
       batch_size: the fixed batch size (checked against the device count when sharding).
       shard: with several devices, split inputs and outputs over a 1-D mesh of
-        ``jax.devices()`` on the batch axis (variables replicated).
+        ``jax.local_devices()`` on the batch axis (variables replicated).
 
     Returns:
       ``forward(x_device) -> [B, D]`` and ``put(x_host) -> x_device`` (right sharding).
@@ -175,7 +176,7 @@ def make_forward(features_fn: Callable, batch_size: int, *, variables: Any = Non
         x = x_u8.astype(jnp.float32) / 255.0
         return features_fn(x) if v is None else features_fn(v, x)
 
-    devices = jax.devices()
+    devices = jax.local_devices()  # this process's own (several processes: see distributed.py)
     if shard and len(devices) > 1:
         from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -212,7 +213,7 @@ def extract_features(items: Sequence[tuple[str, int]], features_fn: Callable,
                      variables: Any = None, shard: bool = False,
                      classes: Sequence[str] = (),
                      extra_meta: dict[str, Any] | None = None,
-                     progress: bool = True) -> Path:
+                     progress: bool = True, group: ProcessGroup = SINGLE) -> Path:
     """Runs ``features_fn`` over images and writes feature shards (see module docstring).
 
     Args:
@@ -226,9 +227,12 @@ def extract_features(items: Sequence[tuple[str, int]], features_fn: Callable,
       num_workers: decoding threads (default: CPU count).
       prefetch_batches: batches decoded ahead of the device.
       variables: optional pytree passed to ``features_fn`` as a jit argument.
-      shard: split each batch over all ``jax.devices()`` (NamedSharding on batch).
+      shard: split each batch over all ``jax.local_devices()`` (NamedSharding on batch).
       classes: class names stored in the manifest.
       extra_meta: more JSON fields for the manifest (e.g. the model folder).
+      group: several processes (:mod:`texter_jax.distributed`): process ``p`` writes the
+        shards ``i`` with ``i % count == p``; process 0 writes the manifest, before and
+        (complete) after; all meet at barriers in between. Every process returns ``out``.
 
     Returns:
       ``out`` as a Path.
@@ -247,32 +251,29 @@ def extract_features(items: Sequence[tuple[str, int]], features_fn: Callable,
                 "inputs_sha256": _inputs_digest(items), "preprocess": preprocess,
                 "image_size": crop, "shard_size": shard_size, "num_shards": num_shards}
     manifest_path = out / MANIFEST
-    if manifest_path.is_file():
-        old = _read_manifest(out)
-        diff = [k for k in settings if old.get(k) != settings[k]]
-        if diff:
-            raise FeatureShardsError(
-                f"{out} holds features made with other inputs or settings ({', '.join(diff)} "
-                "differ); choose another output folder or delete it")
-        if old.get("complete"):
-            return out
-    elif out.exists() and any(out.iterdir()):
-        raise FeatureShardsError(f"{out} exists, is not empty and has no {MANIFEST}; "
-                                 "refusing to write features into it")
-    out.mkdir(parents=True, exist_ok=True)
-    for stray in out.glob(".*.tmp"):  # half-written files of a killed run
-        stray.unlink()
     manifest = {**settings, "classes": list(classes), "complete": False, **(extra_meta or {})}
-    write_json_atomic(manifest_path, manifest)
+    complete = False
+    if group.is_main:
+        complete = _open_output(out, settings)
+        if not complete:
+            write_json_atomic(manifest_path, manifest)
+    group.barrier("texter-extract-manifest")
+    if not group.is_main:
+        complete = _open_output(out, settings, clean=False)
+    if complete:
+        return out
 
-    todo = [i for i in range(num_shards) if not _shard_done(out, i)]
-    done_inputs = len(items) - sum(min(shard_size, len(items) - i * shard_size) for i in todo)
+    mine = [i for i in range(num_shards) if group.owns(i)]
+    todo = [i for i in mine if not _shard_done(out, i)]
+    mine_inputs = sum(min(shard_size, len(items) - i * shard_size) for i in mine)
+    done_inputs = mine_inputs - sum(min(shard_size, len(items) - i * shard_size) for i in todo)
     forward, put = make_forward(features_fn, batch_size, variables=variables, shard=shard)
     workers = num_workers or os.cpu_count() or 1
     todo_items = ((i, p) for i in todo
                   for p, _ in items[i * shard_size:(i + 1) * shard_size])
-    bar = tqdm(total=len(items), initial=done_inputs, unit="img", disable=not progress,
-               desc="extract", smoothing=0.1)
+    bar = tqdm(total=mine_inputs, initial=done_inputs, unit="img", disable=not progress,
+               desc="extract" if group.count == 1 else f"extract ({group.index})",
+               smoothing=0.1)
     t0 = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         loaded = _ordered_map(pool, lambda ip: preprocess_image(ip[1], preprocess),
@@ -320,6 +321,10 @@ def extract_features(items: Sequence[tuple[str, int]], features_fn: Callable,
             _save_npy_atomic(out / f"labels_{i:05d}.npy", np.asarray(labels, np.int64))
             write_json_atomic(out / f"files_{i:05d}.json", {"files": files, "skipped": skipped})
     bar.close()
+    group.barrier("texter-extract-shards")
+    if not group.is_main:
+        group.barrier("texter-extract-done")
+        return out
     # Summarise from the shard files (covers shards written by an earlier, killed run).
     skipped_all, n_feat, dim = [], 0, None
     for i in range(num_shards):
@@ -333,9 +338,31 @@ def extract_features(items: Sequence[tuple[str, int]], features_fn: Callable,
                      "skipped": skipped_all,
                      "seconds_last_run": round(time.perf_counter() - t0, 3)})
     write_json_atomic(manifest_path, manifest)
+    group.barrier("texter-extract-done")
     if skipped_all and progress:
         print(f"skipped {len(skipped_all)} unreadable image(s); listed in {manifest_path}")
     return out
+
+
+def _open_output(out: Path, settings: dict[str, Any], clean: bool = True) -> bool:
+    """Checks ``out`` can take these features; True if it already holds them, complete."""
+    if (out / MANIFEST).is_file():
+        old = _read_manifest(out)
+        diff = [k for k in settings if old.get(k) != settings[k]]
+        if diff:
+            raise FeatureShardsError(
+                f"{out} holds features made with other inputs or settings ({', '.join(diff)} "
+                "differ); choose another output folder or delete it")
+        if old.get("complete"):
+            return True
+    elif out.exists() and any(out.iterdir()):
+        raise FeatureShardsError(f"{out} exists, is not empty and has no {MANIFEST}; "
+                                 "refusing to write features into it")
+    out.mkdir(parents=True, exist_ok=True)
+    if clean:
+        for stray in out.glob(".*.tmp"):  # half-written files of a killed run
+            stray.unlink()
+    return False
 
 
 # ----------------------------------------------------------------------------- reading

@@ -1,0 +1,86 @@
+"""`texter eval` as two processes (jax.distributed, loopback coordinator, CPU collectives
+through gloo): each explains its share of the images, process 0 merges; the merged
+records equal a single-process run, and a second two-process run resumes with nothing
+left to do."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.eval.test_eval_cli import _eval, _records, world  # noqa: F401 - fixture
+
+REPO = Path(__file__).resolve().parents[2]
+ARGS = ["--methods", "texter-nosae,text2concept", "--sanity", "seed", "--batch-size", "2"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _eval_two_processes(world, out):
+    root, data, models = world
+    args = ["eval", str(data), "--out", str(out), "--class-names",
+            str(data / "class_names.txt"), "--bank", str(data / "bank.txt"), "--no-generic",
+            "--truth", str(data / "truth.json"), "--steps", "2", "--canvas", "32",
+            "--crops", "2", "--map-crops", "2", "--ig-steps", "4", "--k-neu", "2",
+            "--n-boot", "100", "--top-k", "3", "--preprocess", "resize", *ARGS]
+    for k, v in models.items():
+        args += [f"--{k}", str(v)]
+    port = _free_port()
+    env = {**os.environ, "JAX_DEFAULT_MATMUL_PRECISION": "highest", "JAX_PLATFORMS": "cpu",
+           "PYTHONPATH": str(REPO)}
+    env.pop("XLA_FLAGS", None)
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "texter_jax", *args, "--coordinator", f"127.0.0.1:{port}",
+         "--num-processes", "2", "--process-id", str(i)], env=env, cwd=REPO,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (o, e) in zip(procs, outs):
+        assert p.returncode == 0, e[-3000:]
+    return [e for _, e in outs]
+
+
+def test_two_processes_equal_one(world):
+    root, _, _ = world
+    single, multi = root / "single", root / "multi"
+    assert _eval(world, single, *ARGS) == 0
+    errs = _eval_two_processes(world, multi)
+    assert "process 0 of 2" in errs[0] and "process 1 of 2" in errs[1]
+    assert "process 0 merges" in errs[1]
+    a = {(r["image"], r["method"]): r for r in _records(single)}
+    b = _records(multi)  # merged in sample order, whatever the sharing
+    assert sorted(a) == sorted((r["image"], r["method"]) for r in b)
+    assert len(b) == len(a) == 16  # 8 readable images x 2 methods
+    for rb in b:
+        ra = a[rb["image"], rb["method"]]
+        assert ra["top_concepts"] == rb["top_concepts"], ra["image"]
+        assert ra["metrics"].keys() == rb["metrics"].keys()
+        for k, v in ra["metrics"].items():
+            np.testing.assert_allclose(rb["metrics"][k], v, atol=1e-5, err_msg=k)
+    assert not (multi / "parts").exists() or not any((multi / "parts").iterdir())
+    run = json.loads((multi / "run.json").read_text())
+    assert run["records"] == len(a) and run["new_records"] == len(a)
+    assert [s["image"] for s in run["skipped"]] == ["class_00/broken.png"]
+    assert (multi / "summary.csv").read_text() == (single / "summary.csv").read_text()
+
+    # resume: every readable pair is already recorded, nothing is recomputed (the
+    # unreadable image's pairs stay pending and are skipped again)
+    errs = _eval_two_processes(world, multi)
+    assert all("16 already recorded" in e for e in errs), errs
+    assert "process 1: 0 new record(s)" in errs[1]
+    assert _records(multi) == b
+    assert json.loads((multi / "run.json").read_text())["new_records"] == 0
+
+
+def test_process_flags_must_come_together(world, capsys):
+    assert _eval(world, world[0] / "bad", "--num-processes", "2") == 2
+    assert "--coordinator HOST:PORT, --num-processes and --process-id" in \
+        capsys.readouterr().err
