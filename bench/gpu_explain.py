@@ -30,13 +30,17 @@ def _median(xs):
     return xs[len(xs) // 2]
 
 
+def _gib(x: float) -> str:
+    return "n/a" if x != x else f"{x:6.2f} GiB"  # NaN: the platform reports no memory
+
+
 def run_ours(args) -> dict:
     """One (dtype, batch) configuration; returns its timings and peak device memory."""
     import jax
     import jax.numpy as jnp
     import numpy as np
 
-    from texter_jax.emphasis import MacoConfig, default_spectrum, maco_progress
+    from texter_jax.emphasis import MacoConfig, default_spectrum, final_objective, maco_progress
     from texter_jax.explain import Aligner, ExplainConfig, Sae, explain_batch, image_keys
     from texter_jax.models.resnet import ResNetConfig, make_classifier, random_variables
     from texter_jax.sae import SaeConfig, init_sae
@@ -69,10 +73,11 @@ def run_ours(args) -> dict:
     stats = jax.devices()[0].memory_stats() or {}
     dev = jax.devices()[0]
     return {"device": f"{dev.device_kind} x{jax.device_count()} ({dev.platform}), jax "
-                      f"{jax.__version__}", "dtype": dtype, "batch": b, "step": step, "fixed": fixed, "first_call": first,
+                      f"{jax.__version__}", "dtype": dtype, "batch": b, "step": step,
+            "fixed": fixed, "first_call": first,
             "images_per_min": 60 * b / per_batch,
             "peak_gib": stats.get("peak_bytes_in_use", float("nan")) / 2**30,
-            "objective": float(np.mean(out.objective_trace[:, -1]))}
+            "objective": float(np.mean(final_objective(out.objective_trace)))}
 
 
 def run_release(args) -> dict:
@@ -153,7 +158,7 @@ def main() -> None:
             print(f"release (torch {r['torch']}, {r['device']}, one image at a time, weight "
                   f"grads on): step {r['step'] * 1e3:.1f} ms, stage 1 {r['stage1']:.2f} s, "
                   f"stage 3 {r['stage3']:.2f} s -> {r['images_per_min']:.2f} images/min, "
-                  f"peak {r['peak_gib']:.2f} GiB", flush=True)
+                  f"peak {_gib(r['peak_gib'])}", flush=True)
         else:
             if r["device"] != shown:
                 print(f"device: {r['device']}", flush=True)
@@ -161,7 +166,7 @@ def main() -> None:
             print(f"ours {r['dtype']:>8} batch {r['batch']:>3}: step {r['step'] * 1e3:8.1f} ms "
                   f"({r['step'] * 1e3 / r['batch']:6.1f} ms/image), rest {r['fixed']:6.2f} s, "
                   f"first call {r['first_call']:5.1f} s -> {r['images_per_min']:8.2f} "
-                  f"images/min, peak {r['peak_gib']:6.2f} GiB, objective {r['objective']:.3f}",
+                  f"images/min, peak {_gib(r['peak_gib'])}, objective {r['objective']:.3f}",
                   flush=True)
 
 

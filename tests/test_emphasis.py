@@ -298,6 +298,50 @@ def _gated(crops, unit_ids, unit_mask):
     return jnp.sum(jnp.where(unit_mask, table[unit_ids], 0.0))
 
 
+def test_convergence_stop(tiny, magnitude):
+    """The fast preset's rule: windows of 4 steps, at least 8; an image whose objective
+    stops rising stops there (NaN after), the others run on; states match single runs."""
+    clf, variables = tiny
+    obj = with_units(features_objective(clf, variables), [1, 4, 0], [True, True, False])
+    key = jax.random.key(0)
+    full = maco(obj, key, magnitude, CFG)
+    # tolerance huge: stops after the first window the rule may look at (8 steps)
+    early = maco(obj, key, magnitude, dataclasses.replace(
+        CFG, stop_rtol=1e9, stop_window=4, stop_min_steps=8))
+    tr = np.asarray(early.objective_trace)
+    assert tr.shape == (CFG.steps,) and np.isnan(tr[8:]).all() and not np.isnan(tr[:8]).any()
+    np.testing.assert_allclose(tr[:8], np.asarray(full.objective_trace)[:8], rtol=1e-5)
+    short = maco(obj, key, magnitude, dataclasses.replace(CFG, steps=8))
+    np.testing.assert_allclose(early.image, short.image, atol=1e-5)
+    np.testing.assert_allclose(early.transparency, short.transparency, rtol=1e-4, atol=1e-6)
+    from texter_jax.emphasis import final_objective
+    assert float(final_objective(early.objective_trace)) == pytest.approx(float(tr[7]))
+    # the minimum at the full length: the rule never fires, the release's run
+    never = maco(obj, key, magnitude, dataclasses.replace(
+        CFG, stop_rtol=1e9, stop_window=4, stop_min_steps=CFG.steps))
+    np.testing.assert_allclose(never.objective_trace, full.objective_trace, rtol=1e-5)
+    np.testing.assert_allclose(never.image, full.image, atol=1e-5)
+
+    # batched: a dead unit (score 0 throughout) stops at 8; a live one is unaffected
+    cfg = dataclasses.replace(CFG, stop_rtol=0.0, stop_window=4, stop_min_steps=8)
+    keys = jax.random.split(jax.random.key(3), 2)
+    ids, mask = jnp.array([[0], [1]]), jnp.array([[True], [True]])
+    seen = []
+    with maco_progress(seen.append):  # each step once, though the loop index is batched
+        batch = maco_batch(_gated, keys, magnitude, cfg, ids, mask)
+        jax.block_until_ready(batch)
+    steps_run = int(np.sum(~np.isnan(np.asarray(batch.objective_trace[1]))))
+    assert seen == list(range(steps_run))
+    assert np.isnan(np.asarray(batch.objective_trace[0, 8:])).all()
+    for b in range(2):
+        single = maco(with_units(_gated, ids[b], mask[b]), keys[b], magnitude, cfg)
+        np.testing.assert_allclose(batch.objective_trace[b], single.objective_trace,
+                                   rtol=1e-4)
+        np.testing.assert_allclose(batch.image[b], single.image, atol=1e-4)
+    with pytest.raises(ValueError, match="multiple of stop_window"):
+        MacoConfig(steps=30, stop_rtol=0.01, stop_window=32)
+
+
 def test_retry_adds_a_unit_when_transparency_is_zero(magnitude):
     cfg = dataclasses.replace(CFG, steps=4)
     keys = jax.random.split(jax.random.key(2), 2)

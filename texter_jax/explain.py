@@ -81,6 +81,33 @@ class ExplainConfig:
             raise ValueError(f"need 1 <= k_neu ({self.k_neu}) <= ranked_units "
                              f"({self.ranked_units})")
 
+    @classmethod
+    def preset(cls, name: str, **overrides) -> "ExplainConfig":
+        """A named preset: ``"release"`` (the defaults) or ``"fast"``, then ``overrides``.
+
+        ``"fast"`` keeps every release setting and adds MACO's convergence stop
+        (:class:`MacoConfig`: windows of 32 steps, at least 128, stop when a window's
+        mean objective gains no more than 1 % on the previous one; at most 512 steps).
+        Its effect on the explanations is measured by ``bench/fast_preset.py`` (README).
+        """
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+        base = dataclasses.replace(cls(), **PRESETS[name])
+        maco = overrides.pop("maco", None)
+        if maco is not None:  # a given MacoConfig keeps the preset's stopping rule
+            maco = dataclasses.replace(maco, **{k: getattr(base.maco, k) for k in
+                                                ("stop_rtol", "stop_window",
+                                                 "stop_min_steps")})
+            overrides["maco"] = maco
+        return dataclasses.replace(base, **overrides)
+
+
+# Presets by name: fields of ExplainConfig that differ from the release's defaults.
+PRESETS: dict[str, dict[str, Any]] = {
+    "release": {},
+    "fast": {"maco": MacoConfig(stop_rtol=0.01, stop_window=32, stop_min_steps=128)},
+}
+
 
 @dataclasses.dataclass(frozen=True)
 class Aligner:

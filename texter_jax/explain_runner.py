@@ -136,6 +136,7 @@ class ExplainRun:
     def run(self) -> int:
         from tqdm import tqdm
 
+        from texter_jax.emphasis import final_objective
         from texter_jax.explain import (explain_batch, image_keys,
                                          text_to_concept_embed_batch)
         from texter_jax.io.images import ImageLoadError, list_images, load_image
@@ -214,7 +215,8 @@ class ExplainRun:
                         "top_k_influential_indices": ex.unit_ids[j][valid].tolist(),
                         "influence_scores": [float(s) for s in ex.unit_scores[j][valid]],
                         "maco_retries": int(ex.retries[j]),
-                        "maco_final_objective": float(ex.objective_trace[j, -1]),
+                        "maco_final_objective": float(final_objective(ex.objective_trace[j])),
+                        "maco_steps_run": int(np.sum(~np.isnan(ex.objective_trace[j]))),
                         "config": {"k_neu": config.k_neu, "ig_steps": config.ig_steps,
                                    "steps": config.maco.steps, "canvas": config.maco.canvas,
                                    "crops": config.maco.n_crops,

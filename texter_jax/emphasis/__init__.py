@@ -2,7 +2,8 @@
 
 ``spectrum`` (magnitude templates), ``param`` (phase -> image), ``crops`` (random
 differentiable crops), ``nadam`` (torch-semantics NAdam), ``objectives`` (unit scores
-over features or SAE codes) and ``render`` (the ``lax.scan`` loop).
+over features or SAE codes), ``render`` (the ``lax.scan`` loop) and ``progress``
+(step reports to the host).
 
 Names are re-exported lazily (PEP 562) so that ``texter_jax.emphasis.cli`` can be
 imported by ``texter --help`` without loading JAX.
@@ -17,8 +18,9 @@ _EXPORTS = {
                    "with_units"),
     "param": ("COLOR_CORRELATION_SQRT", "init_phase", "phase_to_image", "spectrum_shape",
               "standardize"),
-    "render": ("MacoConfig", "MacoResult", "RetryInfo", "maco", "maco_batch",
-               "maco_batch_with_retry", "maco_progress"),
+    "progress": ("maco_progress",),
+    "render": ("MacoConfig", "MacoResult", "RetryInfo", "final_objective", "maco",
+               "maco_batch", "maco_batch_with_retry"),
     "spectrum": ("default_spectrum", "load_spectrum", "power_law_spectrum", "save_spectrum",
                  "spectrum_from_images"),
 }

@@ -33,6 +33,7 @@ from jax.tree_util import Partial
 from texter_jax.emphasis.crops import random_crops
 from texter_jax.emphasis.nadam import torch_nadam
 from texter_jax.emphasis.param import init_phase, phase_to_image, spectrum_shape
+from texter_jax.emphasis.progress import _report_step
 from texter_jax.types import Array, PRNGKey
 
 
@@ -52,6 +53,13 @@ class MacoConfig:
       clip_boxes: keep boxes inside the canvas (the release's MACO loop does not).
       noise: scale of the Gaussian and of the uniform noise added to crops.
       phase_std: std of the random initial phase.
+      stop_rtol: None (the release: always ``steps`` steps) or the convergence rule's
+        tolerance: the steps run in windows of ``stop_window``; after at least
+        ``stop_min_steps`` steps, MACO stops at the end of the first window whose mean
+        objective exceeds the previous window's by no more than ``stop_rtol`` times its
+        magnitude. Later trace entries are NaN (see :func:`final_objective`).
+      stop_window, stop_min_steps: see ``stop_rtol``; ``steps`` must be a multiple of
+        ``stop_window`` when the rule is on.
     """
 
     canvas: int = 1280
@@ -68,6 +76,9 @@ class MacoConfig:
     clip_boxes: bool = False
     noise: float = 0.05
     phase_std: float = 1.0
+    stop_rtol: float | None = None
+    stop_window: int = 32
+    stop_min_steps: int = 64
 
     def __post_init__(self):
         object.__setattr__(self, "side_range", tuple(float(s) for s in self.side_range))
@@ -76,6 +87,10 @@ class MacoConfig:
             raise ValueError(f"side_range must satisfy 0 < low <= high <= 1, got {self.side_range}")
         if self.canvas < 2 or self.steps < 1 or self.n_crops < 1 or self.crop_size < 1:
             raise ValueError("canvas >= 2, steps >= 1, n_crops >= 1, crop_size >= 1 required")
+        if self.stop_rtol is not None and (self.stop_rtol < 0 or self.stop_window < 1
+                                           or self.steps % self.stop_window):
+            raise ValueError(f"with stop_rtol, steps ({self.steps}) must be a multiple of "
+                             f"stop_window ({self.stop_window}) and stop_rtol >= 0")
 
 
 class MacoResult(NamedTuple):
@@ -106,8 +121,7 @@ def _render(objective: Callable[[Array], Array], key: PRNGKey, magnitude: Array,
                              noise=config.noise, clip=config.clip_boxes)
         return objective(crops).astype(jnp.float32)
 
-    def step(carry, t):
-        jax.debug.callback(_report_step, t)  # progress bars; no effect on values
+    def advance(carry, t):
         phase, opt_state, transparency = carry
         k = jax.random.fold_in(k_loop, t)
         # One forward/backward: d score / d image, then pulled back to the phase.
@@ -121,41 +135,59 @@ def _render(objective: Callable[[Array], Array], key: PRNGKey, magnitude: Array,
 
     transparency = jnp.zeros((config.canvas, config.canvas, 3), jnp.float32)
     carry = (phase, opt.init(phase), transparency)
-    (phase, _, transparency), trace = jax.lax.scan(
-        step, carry, jnp.arange(config.steps, dtype=jnp.int32))
+    if config.stop_rtol is None:
+        def step(carry, t):
+            jax.debug.callback(_report_step, t, True, False)  # progress; no effect on values
+            return advance(carry, t)
+
+        (phase, _, transparency), trace = jax.lax.scan(
+            step, carry, jnp.arange(config.steps, dtype=jnp.int32))
+    else:
+        phase, transparency, trace = _run_until_converged(advance, carry, config)
     return MacoResult(phase_to_image(phase, magnitude), transparency, trace)
 
 
-# Progress of the running MACO loop: the compiled loop calls one fixed host function
-# each step (a new closure per call would recompile the loop); it forwards the step
-# to the innermost active listener (see :func:`maco_progress`).
-_LISTENERS: list[Callable[[int], None]] = []
+def _run_until_converged(advance, carry, config: MacoConfig):
+    """``advance`` (one step) in windows of ``stop_window`` (a scan each) inside a while
+    loop that ends at ``steps`` or at the convergence rule of :class:`MacoConfig`. Under
+    ``vmap`` it runs until every image has stopped; a stopped image's state is frozen."""
+    w_len = config.stop_window
+    n_windows = config.steps // w_len
+
+    def window(state):
+        w, carry, trace, prev, stopped = state
+
+        def step(carry, t):
+            # Under vmap a stopped image still runs the body (its result is dropped);
+            # only running images report progress.
+            jax.debug.callback(_report_step, t, ~stopped, True)
+            return advance(carry, t)
+
+        ts = w * w_len + jnp.arange(w_len, dtype=jnp.int32)
+        carry, scores = jax.lax.scan(step, carry, ts)
+        trace = jax.lax.dynamic_update_slice(trace, scores, (w * w_len,))
+        mean = jnp.mean(scores)
+        done = ((w + 1) * w_len >= config.stop_min_steps) & (w > 0) & (
+            mean - prev <= config.stop_rtol * jnp.abs(mean))
+        return w + 1, carry, trace, mean, done
+
+    def more(state):
+        w, *_, done = state
+        return (w < n_windows) & ~done
+
+    trace = jnp.full((config.steps,), jnp.nan, jnp.float32)
+    state = (jnp.int32(0), carry, trace, jnp.float32(-jnp.inf), jnp.bool_(False))
+    _, (phase, _, transparency), trace, _, _ = jax.lax.while_loop(more, window, state)
+    return phase, transparency, trace
 
 
-def _report_step(t) -> None:
-    if _LISTENERS:
-        _LISTENERS[-1](int(t))
-
-
-class maco_progress:  # noqa: N801 - used as a context manager, like a function
-    """Context manager: ``listener(step)`` is called as MACO loops run inside it.
-
-    ``with maco_progress(lambda t: bar.update(...)):`` shows progress of
-    :func:`maco`, :func:`maco_batch` and :func:`maco_batch_with_retry` (steps are
-    0-based; a vmapped batch reports each step once). Listeners nest.
-    """
-
-    def __init__(self, listener: Callable[[int], None]):
-        self.listener = listener
-
-    def __enter__(self):
-        _LISTENERS.append(self.listener)
-        return self
-
-    def __exit__(self, *exc):
-        jax.effects_barrier()  # deliver the steps still in flight before detaching
-        _LISTENERS.remove(self.listener)
-        return False
+def final_objective(trace) -> Array:
+    """The last objective actually reached: trace [..., steps] (NaN after an early stop)
+    -> [...]."""
+    trace = jnp.asarray(trace)
+    steps_run = jnp.sum(~jnp.isnan(trace), axis=-1)
+    idx = jnp.maximum(steps_run - 1, 0)
+    return jnp.take_along_axis(trace, idx[..., None], axis=-1)[..., 0]
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
