@@ -53,6 +53,8 @@ def register(subparsers) -> None:
     g.add_argument("--crops", type=int, default=6, help="MACO crops per step")
     g.add_argument("--map-crops", type=int, default=6, help="stage-3 crops per concept image")
     g.add_argument("--spectrum", default=None, help="MACO magnitude template .npy")
+    g.add_argument("--preset", default="release",
+                   help="comma list of release, fast (fast: MACO's convergence stop)")
     g.add_argument("--bf16", action="store_true", help="bf16 classifier inside MACO")
     g.add_argument("--batch-size", type=int, default=8)
     g = p.add_argument_group("concept banks")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import json
 import sys
 import time
@@ -75,32 +76,45 @@ def method_specs(args, image_size: int) -> list[MethodSpec]:
     bad = [m for m in names if m not in METHODS]
     if bad or not names:
         raise EvalSetupError(f"unknown method(s) {bad}; choose from {', '.join(METHODS)}")
+    from texter_jax.explain import PRESETS
+
+    presets = [p.strip() for p in str(getattr(args, "preset", "release")).split(",")
+               if p.strip()]
+    if not presets or set(presets) - set(PRESETS):
+        raise EvalSetupError(f"unknown preset(s) in {args.preset!r}; choose from "
+                             f"{', '.join(PRESETS)}")
     grid = {"k_neu": _int_list(args.k_neu, "k-neu"), "steps": _int_list(args.steps, "steps"),
-            "canvas": _int_list(args.canvas, "canvas")}
+            "canvas": _int_list(args.canvas, "canvas"), "preset": list(dict.fromkeys(presets))}
     varying = [k for k, v in grid.items() if len(v) > 1]
     specs = []
     for base in dict.fromkeys(names):
         if base in ("text2concept", "random"):
             specs.append(MethodSpec(base, base, None, {}))
             continue
-        for k in grid["k_neu"]:
-            for s in grid["steps"]:
-                for c in grid["canvas"]:
-                    maco = MacoConfig(canvas=c, steps=s, n_crops=args.crops,
-                                      crop_size=image_size)
-                    cfg = ExplainConfig(k_neu=k, ig_steps=args.ig_steps,
-                                        use_sae=base == "texter", ranked_units=max(16, k),
-                                        maco=maco, map_crops=args.map_crops,
-                                        compute_dtype="bfloat16" if args.bf16 else None)
-                    params = {"k_neu": k, "steps": s, "canvas": c}
-                    label = base if not varying else base + "[" + ",".join(
-                        f"{v}={params[v]}" for v in varying) + "]"
-                    specs.append(MethodSpec(label, base, cfg, params))
+        for k, s, c, pre in itertools.product(*grid.values()):
+            maco = MacoConfig(canvas=c, steps=s, n_crops=args.crops, crop_size=image_size)
+            try:
+                cfg = ExplainConfig.preset(pre, k_neu=k, ig_steps=args.ig_steps,
+                                           use_sae=base == "texter", ranked_units=max(16, k),
+                                           maco=maco, map_crops=args.map_crops,
+                                           compute_dtype="bfloat16" if args.bf16 else None)
+            except ValueError as e:
+                raise EvalSetupError(f"--preset {pre} with --steps {s}: {e}") from e
+            params = {"k_neu": k, "steps": s, "canvas": c, "preset": pre}
+            label = base if not varying else base + "[" + ",".join(
+                f"{v}={params[v]}" for v in varying) + "]"
+            specs.append(MethodSpec(label, base, cfg, params))
     return specs
 
 
 def _config_dict(cfg) -> dict:
-    return dataclasses.asdict(cfg) if cfg is not None else {}
+    if cfg is None:
+        return {}
+    d = dataclasses.asdict(cfg)
+    if cfg.maco.stop_rtol is None:  # no stopping rule: hashes as before the rule existed
+        for k in ("stop_rtol", "stop_window", "stop_min_steps"):
+            d["maco"].pop(k)
+    return d
 
 
 # ---------------------------------------------------------------------------------

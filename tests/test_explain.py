@@ -202,3 +202,24 @@ def test_bf16_compute_tracks_fp32():
     # agrees to a few parts in a hundred of its scale.
     scale = np.abs(f32.objective_trace[:, 0]).max() + 1e-6
     assert np.abs(f32.objective_trace[:, 0] - b16.objective_trace[:, 0]).max() <= 0.05 * scale
+
+
+def test_presets_and_cli_choices():
+    import argparse
+
+    from texter_jax import explain_cli
+    from texter_jax.explain import PRESETS
+
+    assert ExplainConfig.preset("release") == ExplainConfig()
+    fast = ExplainConfig.preset("fast", k_neu=3)
+    assert fast.k_neu == 3 and fast.maco.stop_rtol == 0.01 and fast.maco.steps == 512
+    # a given MacoConfig keeps the preset's stopping rule
+    mine = ExplainConfig.preset("fast", maco=MacoConfig(canvas=64, steps=256))
+    assert (mine.maco.canvas, mine.maco.stop_rtol, mine.maco.stop_min_steps) == (64, 0.01, 128)
+    with pytest.raises(ValueError, match="unknown preset"):
+        ExplainConfig.preset("quick")
+    parser = argparse.ArgumentParser()
+    explain_cli.register(parser.add_subparsers())
+    sub = parser._subparsers._group_actions[0].choices["explain"]
+    preset = next(a for a in sub._actions if a.dest == "preset")
+    assert list(preset.choices) == list(PRESETS)

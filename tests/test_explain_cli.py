@@ -110,3 +110,14 @@ def test_explain_cli_setup_errors(setup):
     proc = _explain(str(root / "nothing_here_*.jpg"), "--classifier", str(clf), "--clip",
                     str(clip), "--aligner", str(al), "--no-sae", "--out", str(root / "o5"))
     assert proc.returncode == 2 and "nothing_here_" in proc.stderr
+
+
+def test_explain_cli_fast_preset_needs_whole_windows(setup):
+    root, clf, clip, al, sae, imgs = setup
+    proc = _explain(str(imgs / "a.jpg"), "--classifier", str(clf), "--clip", str(clip),
+                    "--aligner", str(al), "--sae", str(sae), "--out", str(root / "fast"),
+                    *SMALL, "--preset", "fast")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "multiple of stop_window" in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr and not (root / "fast").exists()

@@ -45,6 +45,9 @@ def register(subparsers) -> None:
     p.add_argument("--map-crops", type=int, default=6, help="stage-3 crops per concept image")
     p.add_argument("--spectrum", default=None,
                    help="magnitude template .npy from `texter spectrum` (default: power law)")
+    p.add_argument("--preset", choices=["release", "fast"], default="release",
+                   help="release: the release's settings; fast: adds MACO's convergence stop "
+                        "(see README, 'Fast preset')")
     p.add_argument("--bf16", action="store_true",
                    help="bfloat16 classifier forward/backward inside MACO (fp32 otherwise)")
     p.add_argument("--top", type=int, default=10, help="concepts shown in the figure")

@@ -120,9 +120,10 @@ class ExplainRun:
         a = self.args
         maco = MacoConfig(canvas=a.canvas, steps=a.steps, n_crops=a.crops,
                           crop_size=self.classifier.image_size)
-        return ExplainConfig(k_neu=a.k_neu, ig_steps=a.ig_steps, use_sae=self.use_sae,
-                             ranked_units=max(16, a.k_neu), maco=maco, map_crops=a.map_crops,
-                             compute_dtype="bfloat16" if a.bf16 else None)
+        return ExplainConfig.preset(
+            getattr(a, "preset", "release"), k_neu=a.k_neu, ig_steps=a.ig_steps,
+            use_sae=self.use_sae, ranked_units=max(16, a.k_neu), maco=maco,
+            map_crops=a.map_crops, compute_dtype="bfloat16" if a.bf16 else None)
 
     def bank_for(self, class_name: str, image_name: str) -> list[str]:
         from texter_jax.concepts.banks import resolve_bank
@@ -145,6 +146,7 @@ class ExplainRun:
         a = self.args
         try:
             self.load()
+            config = self._explain_config() if a.method == "texter" else None
             paths = list_images(a.images)
         except (ExplainSetupError, FileNotFoundError, ValueError) as e:
             print(f"texter explain: error: {e}", file=sys.stderr)
@@ -152,7 +154,6 @@ class ExplainRun:
         if not paths:
             print("texter explain: error: no images found", file=sys.stderr)
             return 2
-        config = self._explain_config() if a.method == "texter" else None
         magnitude = None
         if config is not None:
             from texter_jax.emphasis import default_spectrum

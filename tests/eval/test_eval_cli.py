@@ -166,3 +166,23 @@ def test_sanity_composition_reproduces_the_runner_cache(world):
                          sae=sae, magnitude=default_spectrum(32))
     np.testing.assert_allclose(got, np.stack([c["crop_embeddings"] for c in cached]),
                                rtol=1e-5, atol=1e-5)
+
+
+def test_presets_side_by_side(world, capsys):
+    """--preset release,fast: two labelled methods; below the fast preset's minimum
+    number of steps its stopping rule cannot fire, so the records equal the release's."""
+    root = world[0]
+    out = root / "presets"
+    assert _eval(world, out, "--methods", "texter-nosae", "--sanity", "none",
+                 "--preset", "release,fast", "--steps", "32", "--total", "4") == 0
+    recs = {(r["image"], r["method"]): r for r in _records(out)}
+    labels = {m for _, m in recs}
+    assert labels == {"texter-nosae[preset=release]", "texter-nosae[preset=fast]"}
+    for (image, m), r in recs.items():
+        if m.endswith("fast]"):
+            twin = recs[image, "texter-nosae[preset=release]"]
+            assert r["top_concepts"] == twin["top_concepts"]
+    assert _eval(world, root / "bad_preset", "--preset", "fast", "--steps", "2") == 2
+    assert "multiple of stop_window" in capsys.readouterr().err
+    assert _eval(world, root / "bad_preset", "--preset", "quick") == 2
+    assert "unknown preset" in capsys.readouterr().err
