@@ -133,61 +133,31 @@ def main() -> None:
     ret = jax.jit(mapping.retrieve)
     jax.block_until_ready(ret(emb, temb))
     t_ret = _median(lambda: jax.block_until_ready(ret(emb, temb)), args.reps)
-    rows.append((f"stage 3: retrieval with cached text embeddings, per image", t_ret / B))
+    rows.append(("stage 3: retrieval with cached text embeddings, per image", t_ret / B))
 
     per_image_release = ig_per_image + RELEASE_STEPS * maco_step[B] / B + stage3_img + t_ret / B
     rows.append((f"release settings ({RELEASE_STEPS} steps, canvas {args.canvas}), "
                  f"batched B={B}: s/image", per_image_release))
-    rows.append((f"release settings, one image at a time: s/image",
+    rows.append(("release settings, one image at a time: s/image",
                  ig_per_image + RELEASE_STEPS * maco_step[1] + stage3_img + t_ret / B))
 
-    # ---- the release's PyTorch MACO step, same shapes
+    # ---- the release's PyTorch MACO step, same shapes (bench/release_torch.py)
     if not args.skip_torch:
+        import sys
+
         import torch
-        import torchvision
+
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from release_torch import ReleasePipeline
 
         torch.set_num_threads(args.threads)
-        net = torchvision.models.resnet50(weights=None).eval()
-        body = torch.nn.Sequential(*list(net.children())[:-1])
-        enc_w = torch.randn(2048, 16384) / 45
-        enc_b = torch.zeros(16384)
-
-        S = args.canvas
-        phase = torch.randn(3, S, S // 2 + 1, requires_grad=True)
-        magnitude_t = torch.from_numpy(np.asarray(magnitude))
-        colour = torch.randn(3, 3) * 0.3
-        opt = torch.optim.NAdam([phase], lr=1.0)
-
-        def torch_step(param_grads: bool):
-            # The release's full step: phase -> image, 6 roi_align crops, noise, model +
-            # SAE, loss, backward, NAdam; parameter grads on as the release leaves them.
-            for p in net.parameters():
-                p.requires_grad_(param_grads)
-            ph = (phase - phase.mean()) / (phase.std() + 1e-4)
-            spec = magnitude_t * torch.complex(torch.cos(ph), torch.sin(ph))
-            img = torch.fft.irfft2(spec, s=(S, S))
-            img = (img - img.mean()) / (img.std() + 1e-4)
-            img = torch.sigmoid(torch.einsum("chw,cd->dhw", img, colour))[None]
-            c = 0.5 + 0.15 * torch.randn(6, 2)
-            side = 0.25 + 0.05 * torch.rand(6, 1)
-            boxes = torch.cat([torch.zeros(6, 1), (c - side / 2) * S, (c + side / 2) * S], 1)
-            crops = torchvision.ops.roi_align(img, boxes, output_size=448)
-            crops = torch.nn.functional.interpolate(crops, size=224, mode="bicubic",
-                                                    antialias=True)
-            crops = crops + 0.05 * torch.randn_like(crops) + 0.05 * (torch.rand_like(crops) - 0.5)
-            z = body(crops).flatten(1)
-            pre = torch.relu(z @ enc_w + enc_b)
-            top = torch.topk(pre, 1638, dim=-1)
-            codes = torch.zeros_like(pre).scatter(-1, top.indices, top.values)
-            loss = -codes[:, :6].mean(0).sum()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            net.zero_grad(set_to_none=True)
-
+        rel = ReleasePipeline(args.canvas, magnitude)
+        units_np = np.arange(6)
         for grads in (True, False):
-            torch_step(grads)
-            t = _median(lambda: torch_step(grads), args.reps)
+            rel.set_param_grads(grads)
+            rel.maco_start()
+            rel.maco_step(units_np)
+            t = _median(lambda: rel.maco_step(units_np), args.reps)
             label = "with parameter grads (release)" if grads else "input-only"
             rows.append((f"torch: release-shaped MACO step, {label}", t))
         rows.append(("JAX batched MACO step per image vs torch release step (x faster)",

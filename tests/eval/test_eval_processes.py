@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from tests.eval.test_eval_cli import _eval, _records, world  # noqa: F401 - fixture
 
