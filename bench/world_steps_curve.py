@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import time
 
 import jax
@@ -35,6 +36,8 @@ def main(argv=None) -> int:
     p.add_argument("--methods", nargs="+", default=["texter", "texter-nosae"])
     p.add_argument("--seed", type=int, default=DemoConfig.seed)
     p.add_argument("--classifiers", nargs="*", default=None, help="default: all")
+    p.add_argument("--presets", nargs="+", default=["release"],
+                   help="ExplainConfig presets compared at each step count (release, fast)")
     a = p.parse_args(argv)
     base = DemoConfig(out=a.out, seed=a.seed)
     demo = WorldDemo(base, log=lambda s: None)
@@ -46,9 +49,9 @@ def main(argv=None) -> int:
     seed = base.seed + 9_000_011  # the demo's held-out images
     attrs = sample_attributes(seed, base.explain_images)
     images = render(attrs, seed, image_size=base.image_size) / np.float32(255)
-    print("| classifier | method | MACO steps | hit@1 [95% CI] | hit@3 [95% CI] | "
-          "class consistency | seconds |")
-    print("|---|---|---|---|---|---|---|")
+    print("| classifier | method | preset | MACO steps (max) | steps run, mean | hit@1 [95% CI] | "
+          "hit@3 [95% CI] | class consistency | seconds |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, (clf, variables, info) in classifiers.items():
         if a.classifiers and name not in a.classifiers:
             continue
@@ -58,21 +61,23 @@ def main(argv=None) -> int:
         aligner, sae, _, stack_key = demo._stack(name, clf, variables, clip, clip_vars,
                                                  identity)
         truths = truth_values(info["critical"], attrs)
-        for steps in a.steps:
-            demo.cfg = dataclasses.replace(base, maco_steps=steps)
+        for steps, preset in itertools.product(a.steps, a.presets):
+            demo.cfg = dataclasses.replace(base, maco_steps=steps, preset=preset)
             t = time.perf_counter()
             expl = demo._explain(name, clf, variables, aligner, sae, text_emb, images,
                                  stack_key, magnitude, spectrum_id, methods=a.methods)
             secs = time.perf_counter() - t
             for method, rec in expl.items():
+                run = rec.get("steps_run")
+                run = f"{np.mean(run):.0f}" if run is not None else "n/a"
                 order = np.argsort(-rec["scores"], axis=1, kind="stable")
                 h = hit_table([[phrases[j] for j in r] for r in order], truths, meaning,
                               seed=base.seed)
                 cc = class_consistency(rec["crop_labels"], rec["label"], seed=base.seed)
                 ci = " | ".join(f"{h[k]['rate']:.2f} [{h[k]['low']:.2f}, {h[k]['high']:.2f}]"
                                 for k in ("hit@1", "hit@3"))
-                print(f"| {name} | {method} | {steps} | {ci} | {cc['rate']:.2f} | "
-                      f"{secs:.0f} |", flush=True)
+                print(f"| {name} | {method} | {preset} | {steps} | {run} | {ci} | "
+                      f"{cc['rate']:.2f} | {secs:.0f} |", flush=True)
     return 0
 
 

@@ -31,6 +31,9 @@ def register(subparsers) -> None:
                    help="held-out images explained per classifier and method")
     p.add_argument("--maco-steps", type=int, default=from_defaults["maco_steps"])
     p.add_argument("--canvas", type=int, default=from_defaults["canvas"])
+    p.add_argument("--preset", choices=("release", "fast"), default=from_defaults["preset"],
+                   help="TEXTER settings preset (fast: MACO's convergence stop; --maco-steps "
+                        "must be a multiple of 32)")
     p.add_argument("--ig-steps", type=int, default=from_defaults["ig_steps"])
     p.add_argument("--k-neu", type=int, default=from_defaults["k_neu"])
     p.add_argument("--spectrum", choices=("world", "power_law"),
@@ -55,20 +58,26 @@ def _defaults() -> dict:
 
 
 def run(args) -> int:
+    import sys
     import time
 
     from eval.world_demo import DemoConfig, WorldDemo
 
-    if args.tiny:
-        cfg = DemoConfig(out=args.out, seed=args.seed, progress=not args.no_progress).tiny()
-    else:
-        cfg = DemoConfig(out=args.out, image_size=args.image_size, clip_steps=args.clip_steps,
-                         train_images=args.train_images, feature_images=args.feature_images,
-                         explain_images=args.explain_images, maco_steps=args.maco_steps,
-                         canvas=args.canvas, ig_steps=args.ig_steps, k_neu=args.k_neu,
-                         spectrum=args.spectrum, control_canvases=args.control_canvases,
-                         batch_size=args.batch_size, seed=args.seed,
-                         progress=not args.no_progress)
+    try:
+        if args.tiny:
+            cfg = DemoConfig(out=args.out, seed=args.seed, progress=not args.no_progress).tiny()
+        else:
+            cfg = DemoConfig(
+                out=args.out, image_size=args.image_size, clip_steps=args.clip_steps,
+                train_images=args.train_images, feature_images=args.feature_images,
+                explain_images=args.explain_images, maco_steps=args.maco_steps,
+                canvas=args.canvas, preset=args.preset, ig_steps=args.ig_steps,
+                k_neu=args.k_neu, spectrum=args.spectrum,
+                control_canvases=args.control_canvases, batch_size=args.batch_size,
+                seed=args.seed, progress=not args.no_progress)
+    except ValueError as e:
+        print(f"texter demo: error: {e}", file=sys.stderr)
+        return 2
     t = time.perf_counter()
     report = WorldDemo(cfg).run()
     print(f"\nreport: {report.absolute()}  ({time.perf_counter() - t:.0f}s)")

@@ -53,6 +53,8 @@ class DemoConfig:
       explain_images: held-out images explained per classifier and method.
       ig_steps, k_neu: stage 1.
       canvas, maco_steps, maco_crops, map_crops: stages 2 and 3.
+      preset: ``ExplainConfig.preset`` name for TEXTER's runs (``"fast"``: MACO's
+        convergence stop; maco_steps must then be a multiple of its window, 32).
       spectrum: MACO's magnitude template: ``"world"`` (measured on renders) or
         ``"power_law"`` (the library default).
       control_canvases: value canvases per value in the reader controls.
@@ -75,6 +77,7 @@ class DemoConfig:
     maco_steps: int = 32
     maco_crops: int = 6
     map_crops: int = 6
+    preset: str = "release"
     spectrum: str = "world"
     control_canvases: int = 8
     sae_expansion: int = 8
@@ -88,6 +91,12 @@ class DemoConfig:
     def __post_init__(self):
         if self.spectrum not in ("world", "power_law"):
             raise ValueError(f"spectrum must be 'world' or 'power_law', got {self.spectrum!r}")
+        from texter_jax.emphasis import MacoConfig
+        from texter_jax.explain import ExplainConfig
+
+        # fails now, not after training, if the preset cannot take these MACO steps
+        ExplainConfig.preset(self.preset, maco=MacoConfig(canvas=self.canvas,
+                                                          steps=self.maco_steps))
 
     def tiny(self) -> "DemoConfig":
         """A seconds-scale variant for CI: every stage runs on real data, small sizes."""
@@ -270,11 +279,13 @@ class WorldDemo:
                           crop_size=clf.image_size)
         out: dict[str, dict[str, np.ndarray]] = {}
         for method in methods:
-            cfg_key = stable_hash({"m": method, "ig": c.ig_steps, "k": c.k_neu,
-                                   "canvas": c.canvas, "steps": c.maco_steps,
-                                   "crops": c.maco_crops, "map": c.map_crops,
-                                   "n": len(images), "seed": c.seed, "size": c.image_size,
-                                   "stack": stack_key, "spectrum": spectrum_id})
+            key = {"m": method, "ig": c.ig_steps, "k": c.k_neu, "canvas": c.canvas,
+                   "steps": c.maco_steps, "crops": c.maco_crops, "map": c.map_crops,
+                   "n": len(images), "seed": c.seed, "size": c.image_size,
+                   "stack": stack_key, "spectrum": spectrum_id}
+            if c.preset != "release" and method != "text2concept":
+                key["preset"] = c.preset  # release keys as before presets existed
+            cfg_key = stable_hash(key)
             path = self.cache / "explanations" / f"{name}_{method}_{cfg_key}.npz"
             if path.is_file():
                 out[method] = dict(np.load(path))
@@ -285,8 +296,9 @@ class WorldDemo:
                                                             images)
                 rec = {"label": label, "prob": prob, "scores": scores}
             else:
-                cfg = ExplainConfig(k_neu=c.k_neu, ig_steps=c.ig_steps, maco=maco,
-                                    map_crops=c.map_crops, **MACO_METHODS[method])
+                cfg = ExplainConfig.preset(c.preset, k_neu=c.k_neu, ig_steps=c.ig_steps,
+                                           maco=maco, map_crops=c.map_crops,
+                                           **MACO_METHODS[method])
                 parts = []
                 bar = self._bar(f"{name} {method} (MACO)", c.maco_steps)
 
@@ -306,6 +318,8 @@ class WorldDemo:
                 rec = {f: np.concatenate([getattr(p, f) for p in parts])
                        for f in ("label", "prob", "retries", "crop_labels", "unit_ids")}
                 rec["scores"] = np.concatenate([p.concept_scores for p in parts])
+                rec["steps_run"] = np.concatenate(
+                    [np.sum(~np.isnan(p.objective_trace), axis=1) for p in parts])
                 for f in ("concept_image", "transparency"):
                     rec[f] = np.concatenate([getattr(p, f) for p in parts])[:k]
             self.timings[f"explain {name} {method}"] = time.perf_counter() - t
