@@ -9,8 +9,10 @@ release's recipe n = 8d, k = n/10, an aligner to 512-d), ``--images`` random ima
   two release runs of one image agree);
 * ``fast``: ``ExplainConfig.preset("fast")`` with the release's keys.
 
-Per image: top-5 concept overlap and Spearman rank correlation of all concept scores
-against the release run; MACO steps run; seconds per image (wall, batch ``--batch``)::
+Per image, against the release run: the final MACO objective (as a fraction of the
+release's), the Pearson correlation of the concept images, the top-5 concept overlap and
+the Spearman rank correlation of all concept scores; MACO steps run; seconds per image
+(wall, batch ``--batch``, compile included)::
 
     .venv/bin/python bench/fast_preset.py [--depth 18] [--images 4] [--canvas 1280]
 """
@@ -45,7 +47,7 @@ def main() -> None:
     import numpy as np
     from tqdm import tqdm
 
-    from texter_jax.emphasis import MacoConfig, default_spectrum, maco_progress
+    from texter_jax.emphasis import MacoConfig, default_spectrum, final_objective, maco_progress
     from texter_jax.explain import Aligner, ExplainConfig, Sae, explain_batch, image_keys
     from texter_jax.models.resnet import ResNetConfig, make_classifier, random_variables
     from texter_jax.sae import SaeConfig, init_sae
@@ -85,21 +87,26 @@ def main() -> None:
         trace = np.concatenate([p.objective_trace for p in parts])
         out[name] = {"scores": scores, "steps": (~np.isnan(trace)).sum(1),
                      "seconds": wall / args.images, "units": np.concatenate(
-                         [p.unit_ids for p in parts])}
+                         [p.unit_ids for p in parts]),
+                     "objective": np.asarray(final_objective(trace)),
+                     "image": np.concatenate([p.concept_image for p in parts])}
     ref = out["release"]
-    print(f"\n| run | MACO steps run (per image) | s/image (incl. compile) | top-{args.top} "
-          f"overlap vs release, mean [min, max] | Spearman vs release, mean [min, max] |")
-    print("|---|---|---|---|---|")
+    print(f"\n| run | MACO steps run (per image) | s/image (incl. compile) | final objective "
+          f"/ release's | concept image corr. with release's | top-{args.top} overlap vs "
+          f"release, mean [min, max] | Spearman vs release, mean [min, max] |")
+    print("|---|---|---|---|---|---|---|")
     for name, r in out.items():
-        overlap, rho = [], []
+        overlap, rho, corr = [], [], []
+        ratio = r["objective"] / ref["objective"]
         for i in range(args.images):
+            corr.append(float(np.corrcoef(r["image"][i].ravel(), ref["image"][i].ravel())[0, 1]))
             top_ref = set(np.argsort(-ref["scores"][i])[:args.top])
             top = set(np.argsort(-r["scores"][i])[:args.top])
             overlap.append(len(top_ref & top) / args.top)
             rho.append(_spearman(ref["scores"][i], r["scores"][i]))
-        fmt = lambda x: f"{np.mean(x):.2f} [{np.min(x):.2f}, {np.max(x):.2f}]"
+        fmt = lambda x: f"{np.mean(x):.3f} [{np.min(x):.3f}, {np.max(x):.3f}]"
         print(f"| {name} | {', '.join(map(str, r['steps']))} | {r['seconds']:.1f} | "
-              f"{fmt(overlap)} | {fmt(rho)} |")
+              f"{fmt(ratio)} | {fmt(corr)} | {fmt(overlap)} | {fmt(rho)} |")
     same_units = all(np.array_equal(out[n]["units"], ref["units"]) for n in out)
     print(f"\nstage-1 units identical across runs: {same_units}")
 

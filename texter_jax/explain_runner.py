@@ -221,6 +221,7 @@ class ExplainRun:
                         "config": {"k_neu": config.k_neu, "ig_steps": config.ig_steps,
                                    "steps": config.maco.steps, "canvas": config.maco.canvas,
                                    "crops": config.maco.n_crops,
+                                   "preset": getattr(a, "preset", "release"),
                                    "map_crops": config.map_crops,
                                    "compute_dtype": config.compute_dtype or "float32"},
                     })
