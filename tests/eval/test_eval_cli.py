@@ -154,8 +154,10 @@ def test_sanity_composition_reproduces_the_runner_cache(world):
     aligner, sae = load_aligner(models["aligner"]), load_sae(models["sae"])
     config = ExplainConfig(k_neu=2, ig_steps=4, ranked_units=16, map_crops=2,
                            maco=MacoConfig(canvas=32, steps=2, n_crops=2, crop_size=32))
+    from eval.runner import _config_dict
+
     assert json.loads(json.dumps(spec["config"]["maco"])) == json.loads(json.dumps(
-        __import__("dataclasses").asdict(config.maco)))
+        _config_dict(config)["maco"]))
     rels = [r["image"] for r in _records(root / "run_a") if r["method"] == "texter"][:4]
     cache = ArtifactCache(root / "run_a" / "cache")
     cached = [cache.load(cache.key(spec["explain_hash"], "main", file_digest(data / rel),
