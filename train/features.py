@@ -252,12 +252,17 @@ def extract_features(items: Sequence[tuple[str, int]], features_fn: Callable,
                 "image_size": crop, "shard_size": shard_size, "num_shards": num_shards}
     manifest_path = out / MANIFEST
     manifest = {**settings, "classes": list(classes), "complete": False, **(extra_meta or {})}
-    complete = False
+    complete, refused = False, None
     if group.is_main:
-        complete = _open_output(out, settings)
-        if not complete:
-            write_json_atomic(manifest_path, manifest)
+        try:
+            complete = _open_output(out, settings)
+            if not complete:
+                write_json_atomic(manifest_path, manifest)
+        except FeatureShardsError as e:
+            refused = e  # raised after the barrier: the others then see the same folder
     group.barrier("texter-extract-manifest")
+    if refused is not None:
+        raise refused
     if not group.is_main:
         complete = _open_output(out, settings, clean=False)
     if complete:
