@@ -23,7 +23,8 @@ import numpy as np
 
 from eval.sanity import random_units
 from texter_jax.emphasis import features_objective, maco_batch_with_retry, sae_objective
-from texter_jax.explain import (Aligner, ExplainConfig, Sae, batch_sharding, contributions,
+from texter_jax.batching import batch_sharding
+from texter_jax.explain import (Aligner, ExplainConfig, Sae, contributions,
                                 explain_batch, text_to_concept)
 # explain_batch's own jitted stage 3, so the variants reuse its compiled program.
 from texter_jax.explain import embed_concept_images_jit

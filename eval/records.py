@@ -24,7 +24,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from texter_jax.io.atomic import write_bytes_atomic
+from texter_jax.io.atomic import write_bytes_atomic, write_json_atomic
 
 
 def stable_hash(obj: Any, n: int = 16) -> str:
@@ -115,6 +115,24 @@ def merge_parts(main: str | os.PathLike, count: int, order: dict[str, int]) -> i
     for p in parts:  # only once main holds their records
         p.unlink(missing_ok=True)
     return len(keys)
+
+
+def gather_parts(main: str | os.PathLike, group, info: dict, order: dict[str, int]):
+    """Several processes at the end of a run: each leaves ``info`` (JSON) beside its part
+    file and waits; process 0 merges the parts into ``main`` (:func:`merge_parts`) and
+    returns every process's ``info`` in process order; the others return None, once the
+    merge is done. ``group``: a :class:`texter_jax.distributed.ProcessGroup`."""
+    side = lambda i: part_path(main, i, group.count).with_suffix(".json")  # noqa: E731
+    write_json_atomic(side(group.index), info)
+    group.barrier("texter-eval-records")
+    infos = None
+    if group.is_main:
+        infos = [json.loads(side(i).read_text()) for i in range(group.count)]
+        merge_parts(main, group.count, order)
+        for i in range(group.count):
+            side(i).unlink()
+    group.barrier("texter-eval-merged")
+    return infos
 
 
 class ArtifactCache:

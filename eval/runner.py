@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
-import json
 import sys
 import time
 from pathlib import Path
@@ -28,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from eval.data import EvalDataError, EvalImage
-from eval.records import ArtifactCache, RecordStore, merge_parts, part_path, stable_hash
+from eval.records import (ArtifactCache, RecordStore, gather_parts, part_path,
+                          stable_hash)
 from texter_jax.io.atomic import write_json_atomic
 
 RECORD_FORMAT = "texter_jax/eval-record/v1"
@@ -613,43 +613,24 @@ class EvalRun:
         bar.close()
         elapsed = time.perf_counter() - t_start
         if group.count > 1:
-            store, new, pending = self._gather(main_path, new, pending)
-            if store is None:
+            infos = gather_parts(main_path, group, {
+                "new": new, "pending": pending, "skipped": self.skipped,
+                "timing": self.timing}, {im.rel: i for i, im in enumerate(self.sample)})
+            if infos is None:
+                print(f"process {group.index}: {new} new record(s); process 0 merges them "
+                      f"into {main_path}", file=sys.stderr)
                 return 0
+            new, pending = sum(i["new"] for i in infos), sum(i["pending"] for i in infos)
+            for info in infos[1:]:  # process 0's own are already in self
+                self.skipped.update(info["skipped"])
+                for k, v in info["timing"].items():
+                    self.timing.setdefault(k, []).extend(v)
+            store = RecordStore(main_path)
         self._finish(store, new, elapsed, pending)
         return 0 if len(store) else 1
 
     def out_path(self) -> Path:
         return Path(self.args.out)
-
-    def _gather(self, main_path: Path, new: int, pending: int):
-        """Multi-process end: every process leaves its counts and skipped images beside its
-        part file; process 0 merges them into ``records.jsonl`` and goes on to the summary
-        (returns the merged store and totals); the others return ``(None, new, pending)``."""
-        g = self.group
-        side = part_path(main_path, g.index, g.count).with_suffix(".json")
-        write_json_atomic(side, {"new": new, "pending": pending, "skipped": self.skipped,
-                                 "timing": self.timing})
-        g.barrier("texter-eval-records")
-        if not g.is_main:
-            g.barrier("texter-eval-merged")
-            print(f"process {g.index}: {new} new record(s); process 0 merges them into "
-                  f"{main_path}", file=sys.stderr)
-            return None, new, pending
-        new = pending = 0
-        for i in range(g.count):
-            p = part_path(main_path, i, g.count).with_suffix(".json")
-            info = json.loads(p.read_text())
-            new, pending = new + info["new"], pending + info["pending"]
-            self.skipped.update(info["skipped"])
-            if i != g.index:
-                for k, v in info["timing"].items():
-                    self.timing.setdefault(k, []).extend(v)
-            p.unlink()
-        order = {im.rel: i for i, im in enumerate(self.sample)}
-        merge_parts(main_path, g.count, order)
-        g.barrier("texter-eval-merged")
-        return RecordStore(main_path), new, pending
 
     def _finish(self, store: RecordStore, new: int, elapsed: float, pending: int) -> None:
         from eval.plots import plot_curves, plot_distributions

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from texter_jax import mapping
+from texter_jax.batching import batch_sharding, pad_batch, shard
 from texter_jax.classifier import Classifier
 from texter_jax.contributions import ig_features, ig_sae_codes, top_units
 from texter_jax.emphasis import (MacoConfig, features_objective, logits_objective,
@@ -92,20 +93,14 @@ class ExplainConfig:
         """
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
-        base = dataclasses.replace(cls(), **PRESETS[name])
-        maco = overrides.pop("maco", None)
-        if maco is not None:  # a given MacoConfig keeps the preset's stopping rule
-            maco = dataclasses.replace(maco, **{k: getattr(base.maco, k) for k in
-                                                ("stop_rtol", "stop_window",
-                                                 "stop_min_steps")})
-            overrides["maco"] = maco
-        return dataclasses.replace(base, **overrides)
+        maco = dataclasses.replace(overrides.pop("maco", MacoConfig()), **PRESETS[name])
+        return cls(maco=maco, **overrides)
 
 
-# Presets by name: fields of ExplainConfig that differ from the release's defaults.
+# Presets by name: the MacoConfig fields each one sets over the release's defaults.
 PRESETS: dict[str, dict[str, Any]] = {
     "release": {},
-    "fast": {"maco": MacoConfig(stop_rtol=0.01, stop_window=32, stop_min_steps=128)},
+    "fast": {"stop_rtol": 0.01, "stop_window": 32, "stop_min_steps": 128},
 }
 
 
@@ -254,24 +249,6 @@ def text_to_concept_embeddings(classifier: Classifier, variables: Variables,
 # Composition with jit at the edges and sharding over devices.
 
 
-def batch_sharding(batch: int):
-    """NamedSharding splitting axis 0 over all devices, or None with one device.
-
-    ``batch`` must be a multiple of the device count (callers pad).
-    """
-    devices = jax.local_devices()  # this process's own (several processes: see distributed.py)
-    if len(devices) == 1:
-        return None
-    if batch % len(devices):
-        raise ValueError(f"batch {batch} is not a multiple of {len(devices)} devices; pad it")
-    mesh = jax.sharding.Mesh(np.asarray(devices), ("batch",))
-    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
-
-
-def _shard(x, sharding):
-    return x if sharding is None else jax.device_put(x, sharding)
-
-
 @functools.partial(jax.jit, static_argnames=("classifier", "steps", "method", "ranked",
                                               "use_sae", "top_k", "ranking"))
 def _stage1(classifier, variables, sae_params, images, *, steps, method, ranked, use_sae,
@@ -298,19 +275,6 @@ read_canvases_jit = functools.partial(jax.jit, static_argnames=(
 @functools.partial(jax.jit, static_argnames=("classifier",))
 def _baseline(classifier, variables, w, b, images):
     return text_to_concept(classifier, variables, Aligner(w, b), images)
-
-
-def _pad_batch(x, n_devices: int | None = None):
-    """Pads axis 0 to a multiple of the device count by repeating the last row."""
-    n = x.shape[0]
-    d = n_devices or jax.local_device_count()
-    padded = -(-n // d) * d
-    if padded == n:
-        return x, n
-    pad = jnp.repeat(x[-1:], padded - n, axis=0) if isinstance(x, jax.Array) else \
-        np.repeat(x[-1:], padded - n, axis=0)
-    return (jnp.concatenate([x, pad]) if isinstance(x, jax.Array)
-            else np.concatenate([x, pad], axis=0)), n
 
 
 def image_keys(seed: int, indices) -> Array:
@@ -354,10 +318,10 @@ def explain_batch(classifier: Classifier, variables: Variables, aligner: Aligner
         magnitude = default_spectrum(config.maco.canvas)
     if len(keys) != images.shape[0]:
         raise ValueError(f"{len(keys)} keys for {images.shape[0]} images")
-    images, n_real = _pad_batch(images)
-    keys, _ = _pad_batch(keys)
+    images, n_real = pad_batch(images)
+    keys, _ = pad_batch(keys)
     sharding = batch_sharding(images.shape[0])
-    x = _shard(jnp.asarray(images), sharding)
+    x = shard(jnp.asarray(images), sharding)
     maco_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0))(keys)
     map_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
     ranked = config.ranked_units
@@ -387,7 +351,7 @@ def explain_batch(classifier: Classifier, variables: Variables, aligner: Aligner
                                          max_retries=config.max_retries)
     crop_emb, crop_logits = embed_concept_images_jit(
         classifier, variables, jnp.asarray(aligner.w), jnp.asarray(aligner.b), map_keys,
-        _shard(result.image, sharding), _shard(result.transparency, sharding),
+        shard(result.image, sharding), shard(result.transparency, sharding),
         n_crops=config.map_crops, whole=config.map_whole_canvas)
     scores = None if text_emb is None else np.asarray(
         mapping.retrieve(crop_emb, jnp.asarray(text_emb)))
@@ -416,8 +380,8 @@ def text_to_concept_embed_batch(classifier: Classifier, variables: Variables,
       ``(label [B], prob [B], embeddings [B, 1, E])`` as host arrays.
     """
     images = np.asarray(images, np.float32)
-    images, n_real = _pad_batch(images)
-    x = _shard(jnp.asarray(images), batch_sharding(images.shape[0]))
+    images, n_real = pad_batch(images)
+    x = shard(jnp.asarray(images), batch_sharding(images.shape[0]))
     pred, emb = _baseline(classifier, variables, jnp.asarray(aligner.w),
                           jnp.asarray(aligner.b), x)
     label = np.asarray(pred.label)
