@@ -26,10 +26,12 @@ LAYOUTS: dict[str, tuple[str, str]] = {
     "dino-vit": ("converters.vit", "convert_dino_vit"),
     "hf-clip": ("converters.clip", "convert_hf_clip"),
     "openai-clip": ("converters.clip", "convert_openai_clip"),
+    "efficientnet-lite": ("converters.efficientnet", "convert_efficientnet_lite"),
 }
 NEEDS_HEAD = ("dino-resnet", "dino-vit")
 # Modules whose `detect_layout(keys)` is asked, in order.
-_DETECTORS = ("converters.clip", "converters.vit", "converters.resnet")
+_DETECTORS = ("converters.clip", "converters.vit", "converters.resnet",
+              "converters.efficientnet")
 
 
 def detect_layout(source: Source) -> str:

@@ -17,7 +17,7 @@ def register(subparsers) -> None:
             "cache (nothing is ever downloaded)."),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=("layouts: torchvision-resnet, hf-resnet, dino-resnet, torchvision-vit, "
-                "hf-vit, dino-vit, hf-clip, openai-clip\n"
+                "hf-vit, dino-vit, hf-clip, openai-clip, efficientnet-lite\n"
                 "example: texter convert resnet50.pth models/resnet50"))
     p.add_argument("source", help="weights file, HF folder, or cached HF model id")
     p.add_argument("out", help="output model folder (must not exist unless --overwrite)")

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 # family -> module that defines `build(family, config_dict)`.
 FAMILIES: dict[str, str] = {
     "resnet": "texter_jax.models.resnet",
+    "efficientnet_lite": "texter_jax.models.efficientnet_lite",
     "vit": "texter_jax.models.vit",
     "dino_vit": "texter_jax.models.dino",
     "dino_resnet": "texter_jax.models.dino_resnet",
