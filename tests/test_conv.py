@@ -44,7 +44,10 @@ def test_values_and_gradients_equal_autodiff(n, k, stride, padding, cin, cout, g
     want = jax.value_and_grad(loss(lax.conv_general_dilated), (0, 1))(x, w)
     got = jax.value_and_grad(loss(conv_general_dilated), (0, 1))(x, w)
     for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        if groups == 1:  # the same convolutions, written differently: bitwise
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        else:  # depthwise as shifted products: the same sums in another order
+            np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-4)
 
 
 def test_other_layouts_fall_back_to_the_primitive():
@@ -78,6 +81,8 @@ def test_maco_loop_has_no_swapped_kernel_convolution(family):
                           jnp.asarray(default_spectrum(48)), config=mc).compile().as_text()
     labels = re.findall(r"convolution\(.*?dim_labels=([a-z0-9_>-]+)", hlo)
     # Forward and input-gradient convolutions of every layer (XLA turns some 1x1 ones
-    # into dots): ResNet has 5 spatial convolutions, the tiny Lite 3 (stem, 2 depthwise).
-    assert len(labels) >= (10 if family == "resnet" else 6)
+    # into dots): ResNet has 5 spatial convolutions; the tiny Lite's depthwise ones are
+    # shifted products (no convolution, none grouped), which leaves its stem.
+    assert len(labels) >= (10 if family == "resnet" else 2)
+    assert "feature_group_count" not in hlo
     assert set(labels) == {"b01f_01io->b01f"}, sorted(set(labels))

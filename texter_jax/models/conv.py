@@ -16,6 +16,14 @@ still comes from ``jax.vjp`` of the forward convolution; when only the input is
 differentiated (MACO, IG), XLA drops that branch. Convolutions outside the common case
 (other layouts, dilations, grouped but not depthwise) fall back to the plain
 primitive.
+
+Depthwise convolutions (one group per channel, multiplier 1) take a different road:
+:func:`depthwise_conv` writes them as ``k * k`` strided slices of the padded input, each
+scaled by its tap's per-channel weights and summed, which XLA fuses into elementwise
+loops; autodiff then gives pads and adds, no convolution at all. XLA:CPU's grouped
+convolution is far slower: EfficientNet-Lite0, 6 crops forward + input gradient inside
+a scan, one core shared with another process: 4.55 s per step with the grouped
+convolution, 1.12 s with this form (2026-11-30, ``bench/real_weights_maco.py`` era).
 """
 
 from __future__ import annotations
@@ -105,13 +113,42 @@ def _conv_bwd(strides, padding, groups, precision, res, g):
 _conv.defvjp(_conv_fwd, _conv_bwd)
 
 
+def depthwise_conv(x: Array, w: Array, strides: Sequence[int],
+                   padding: Sequence[tuple[int, int]]) -> Array:
+    """Depthwise convolution (multiplier 1) as a sum of ``kh * kw`` shifted products.
+
+    Args:
+      x: [B, H, W, C] (NHWC).
+      w: [kh, kw, 1, C] (HWIO with one input feature per group).
+      strides: (sh, sw).
+      padding: explicit ``((lo, hi), (lo, hi))`` for H and W.
+
+    Returns:
+      [B, Ho, Wo, C], ``lax.conv_general_dilated(..., feature_group_count=C)``'s value up
+      to float32 summation order.
+    """
+    kh, kw = w.shape[:2]
+    sh, sw = strides
+    xp = jnp.pad(x, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
+    oh, ow = (xp.shape[1] - kh) // sh + 1, (xp.shape[2] - kw) // sw + 1
+    out = None
+    for i in range(kh):
+        for j in range(kw):
+            tap = lax.slice(xp, (0, i, j, 0),
+                            (xp.shape[0], i + (oh - 1) * sh + 1, j + (ow - 1) * sw + 1,
+                             xp.shape[3]), (1, sh, sw, 1)) * w[i, j, 0].astype(x.dtype)
+            out = tap if out is None else out + tap
+    return out
+
+
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
                          rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
                          batch_group_count=1, precision=None, preferred_element_type=None):
     """``lax.conv_general_dilated`` with a loop-friendly input gradient (see module doc).
 
-    Same arguments and value; the fast path covers NHWC/HWIO convolutions without
-    dilation, ungrouped or depthwise (multiplier 1), in the inputs' dtype.
+    Same arguments and value (depthwise: up to summation order); the fast paths cover
+    NHWC/HWIO convolutions without dilation, ungrouped (custom input gradient) or
+    depthwise with multiplier 1 (:func:`depthwise_conv`), in the inputs' dtype.
     """
     plain = (lhs_dilation not in (None, (1, 1)) or rhs_dilation not in (None, (1, 1))
              or batch_group_count != 1 or preferred_element_type is not None
@@ -124,4 +161,6 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
             feature_group_count, batch_group_count, precision, preferred_element_type)
     strides = tuple(int(s) for s in window_strides)
     pads = _explicit_padding(padding, lhs.shape, rhs.shape, strides)
+    if feature_group_count > 1:
+        return depthwise_conv(lhs, rhs, strides, pads)
     return _conv(lhs, rhs, strides, pads, int(feature_group_count), precision)
