@@ -31,6 +31,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from texter_jax.classifier import normalize_images
+from texter_jax.models.registry import config_from_dict
 from texter_jax.types import Array, Variables
 
 FAMILY = "clip"
@@ -404,9 +405,5 @@ def build(family: str, config: dict) -> Clip:
     """Builds a :class:`Clip` from its JSON config dict (see :class:`ClipConfig`)."""
     if family != FAMILY:
         raise ValueError(f"texter_jax.models.clip builds family {FAMILY!r}, not {family!r}")
-    known = {f.name for f in dataclasses.fields(ClipConfig)}
-    unknown = sorted(set(config) - known)
-    if unknown:
-        raise ValueError(f"unknown CLIP config keys {unknown}; known: {sorted(known)}")
-    cfg = ClipConfig(**config)
+    cfg = config_from_dict(ClipConfig, config)
     return Clip(module=ClipModule(cfg), config=cfg)

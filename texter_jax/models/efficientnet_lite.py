@@ -42,6 +42,7 @@ from flax import linen as nn
 
 from texter_jax.classifier import Classifier
 from texter_jax.models.conv import conv_general_dilated
+from texter_jax.models.registry import config_from_dict
 from texter_jax.types import Array
 
 FAMILY = "efficientnet_lite"
@@ -162,15 +163,6 @@ class EfficientNetLiteConfig:
         return specs
 
 
-def config_from_dict(config: dict[str, Any]) -> EfficientNetLiteConfig:
-    """JSON config dict (``dataclasses.asdict``) -> EfficientNetLiteConfig."""
-    fields = {f.name for f in dataclasses.fields(EfficientNetLiteConfig)}
-    unknown = sorted(set(config) - fields)
-    if unknown:
-        raise ValueError(f"unknown EfficientNetLiteConfig fields {unknown}; known: {sorted(fields)}")
-    return EfficientNetLiteConfig(**config)
-
-
 def _conv(features: int, kernel: int, stride: int, name: str, groups: int = 1) -> nn.Conv:
     return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding="SAME",
                    feature_group_count=groups, use_bias=False, name=name,
@@ -251,4 +243,4 @@ def build(family: str, config: dict[str, Any]) -> Classifier:
     if family != FAMILY:
         raise ValueError(f"texter_jax.models.efficientnet_lite builds family {FAMILY!r}, "
                          f"not {family!r}")
-    return make_classifier(config_from_dict(config))
+    return make_classifier(config_from_dict(EfficientNetLiteConfig, config))

@@ -40,6 +40,15 @@ def build_model(family: str, config: dict[str, Any]):
     return module.build(family, dict(config))
 
 
+def config_from_dict(cls, config: dict[str, Any]):
+    """A family's frozen config dataclass ``cls`` from its JSON dict, naming unknown keys."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields {unknown}; known: {sorted(known)}")
+    return cls(**config)
+
+
 def config_to_dict(config) -> dict[str, Any]:
     """A frozen config dataclass -> JSON-ready dict (tuples become lists)."""
     return dataclasses.asdict(config)

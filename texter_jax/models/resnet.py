@@ -22,13 +22,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from texter_jax.models.conv import conv_general_dilated
-
 from texter_jax.classifier import Classifier
+from texter_jax.models import registry
+from texter_jax.models.conv import conv_general_dilated
 from texter_jax.types import Array
 
 BN_EPSILON = 1e-5  # torch.nn.BatchNorm2d default, used by torchvision and HF ResNets.
@@ -139,11 +140,7 @@ class ResNetConfig:
 
 def config_from_dict(config: dict[str, Any]) -> ResNetConfig:
     """JSON config dict (``dataclasses.asdict`` of a ResNetConfig) -> ResNetConfig."""
-    fields = {f.name for f in dataclasses.fields(ResNetConfig)}
-    unknown = sorted(set(config) - fields)
-    if unknown:
-        raise ValueError(f"unknown ResNetConfig fields {unknown}; known: {sorted(fields)}")
-    return ResNetConfig(**config)
+    return registry.config_from_dict(ResNetConfig, config)
 
 
 def _conv(features: int, kernel: int, stride: int, name: str) -> nn.Conv:
@@ -281,12 +278,8 @@ def random_variables(model: Classifier, seed: int = 0) -> dict:
     Returns:
       Nested dict of float32 numpy arrays with the paths of ``model.module.init``.
     """
-    import jax
-
-    from texter_jax.models.registry import abstract_variables
-
     rng = np.random.default_rng(seed)
-    flat, treedef = jax.tree_util.tree_flatten_with_path(abstract_variables(model))
+    flat, treedef = jax.tree_util.tree_flatten_with_path(registry.abstract_variables(model))
     leaves = []
     for path, leaf in flat:
         name, shape = str(path[-1].key), tuple(leaf.shape)

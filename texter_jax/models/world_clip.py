@@ -34,6 +34,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from texter_jax.classifier import normalize_images
+from texter_jax.models.registry import config_from_dict
 from texter_jax.types import Array, Variables
 from texter_jax.world.captions import WorldTokenizer, world_vocab
 
@@ -250,8 +251,4 @@ def build(family: str, config: dict) -> WorldClip:
     """Registry entry point: ``("world_clip", config_dict) -> WorldClip``."""
     if family != FAMILY:
         raise ValueError(f"texter_jax.models.world_clip builds {FAMILY!r}, not {family!r}")
-    known = {f.name for f in dataclasses.fields(WorldClipConfig)}
-    unknown = sorted(set(config) - known)
-    if unknown:
-        raise ValueError(f"unknown world CLIP config keys {unknown}; known: {sorted(known)}")
-    return make_world_clip(WorldClipConfig(**config))
+    return make_world_clip(config_from_dict(WorldClipConfig, config))
