@@ -1,7 +1,7 @@
 """Plumbing of ``texter eval``: sample an image folder, explain with every method, score.
 
 Loads the models, aligner, SAE, concept banks and text-embedding cache through
-``texter explain``'s loader (:class:`texter_jax.explain_runner.ExplainRun`); the maths
+``texter explain``'s loader (:class:`apps.explain_runner.ExplainRun`); the maths
 lives in :mod:`eval.metrics` and the explanation producers in :mod:`eval.pipeline`.
 Writes into ``--out``:
 
@@ -191,7 +191,7 @@ class EvalRun:
         from eval.metrics import aligner_pullback
         from eval.sanity import randomized_variables
         from texter_jax.emphasis import default_spectrum
-        from texter_jax.explain_runner import ExplainRun, ExplainSetupError
+        from apps.explain_runner import ExplainRun, ExplainSetupError
         from texter_jax.text_cache import checkpoint_identity
 
         a = self.args

@@ -383,7 +383,7 @@ def test_feature_and_sae_objectives(tiny):
 def test_spectrum_cli(tmp_path, capsys):
     from PIL import Image
 
-    from texter_jax.cli import main
+    from apps.cli import main
 
     rng = np.random.default_rng(0)
     folder = tmp_path / "imgs"

@@ -223,7 +223,7 @@ def _zero_shot(args, feats, x, result):
     import jax
     import numpy as np
 
-    from texter_jax.explain_runner import load_class_names, text_encoder
+    from apps.explain_runner import load_class_names, text_encoder
     from texter_jax.io.checkpoints import load_model
     from train.aligner import aligner_zero_shot_accuracy, holdout_split
 

@@ -10,7 +10,7 @@ import pytest
 
 from eval.world_set import write_world_set
 from tests.helpers import aligner_folder, sae_folder, tiny_classifier_folder, tiny_clip_folder
-from texter_jax.cli import main
+from apps.cli import main
 from texter_jax.world import sample_attributes
 
 TINY = ["--steps", "2", "--canvas", "32", "--crops", "2", "--map-crops", "2",
@@ -144,7 +144,7 @@ def test_sanity_composition_reproduces_the_runner_cache(world):
     from eval.records import ArtifactCache
     from texter_jax.emphasis import MacoConfig, default_spectrum
     from texter_jax.explain import ExplainConfig, image_keys
-    from texter_jax.io.artifacts import load_aligner, load_sae
+    from apps.artifacts import load_aligner, load_sae
     from texter_jax.io.checkpoints import load_model
 
     root, data, models = world

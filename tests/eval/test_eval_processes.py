@@ -38,7 +38,7 @@ def _eval_two_processes(world, out):
            "PYTHONPATH": str(REPO)}
     env.pop("XLA_FLAGS", None)
     procs = [subprocess.Popen(
-        [sys.executable, "-m", "texter_jax", *args, "--coordinator", f"127.0.0.1:{port}",
+        [sys.executable, "-m", "apps", *args, "--coordinator", f"127.0.0.1:{port}",
          "--num-processes", "2", "--process-id", str(i)], env=env, cwd=REPO,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
     outs = [p.communicate(timeout=600) for p in procs]

@@ -4,37 +4,27 @@
 differentiable crops), ``nadam`` (torch-semantics NAdam), ``objectives`` (unit scores
 over features or SAE codes), ``render`` (the ``lax.scan`` loop) and ``progress``
 (step reports to the host).
-
-Names are re-exported lazily (PEP 562) so that ``texter_jax.emphasis.cli`` can be
-imported by ``texter --help`` without loading JAX.
 """
 
-import importlib
+from texter_jax.emphasis.crops import add_noise, crop_and_resize, random_crops, sample_boxes
+from texter_jax.emphasis.nadam import scale_by_torch_nadam, torch_nadam
+from texter_jax.emphasis.objectives import (features_objective, logits_objective,
+                                            sae_objective, unit_score, with_units)
+from texter_jax.emphasis.param import (COLOR_CORRELATION_SQRT, init_phase, phase_to_image,
+                                       spectrum_shape, standardize)
+from texter_jax.emphasis.progress import maco_progress
+from texter_jax.emphasis.render import (MacoConfig, MacoResult, RetryInfo, final_objective,
+                                        maco, maco_batch, maco_batch_with_retry)
+from texter_jax.emphasis.spectrum import (default_spectrum, load_spectrum,
+                                          power_law_spectrum, save_spectrum,
+                                          spectrum_from_images)
 
-_EXPORTS = {
-    "crops": ("add_noise", "crop_and_resize", "random_crops", "sample_boxes"),
-    "nadam": ("scale_by_torch_nadam", "torch_nadam"),
-    "objectives": ("features_objective", "logits_objective", "sae_objective", "unit_score",
-                   "with_units"),
-    "param": ("COLOR_CORRELATION_SQRT", "init_phase", "phase_to_image", "spectrum_shape",
-              "standardize"),
-    "progress": ("maco_progress",),
-    "render": ("MacoConfig", "MacoResult", "RetryInfo", "final_objective", "maco",
-               "maco_batch", "maco_batch_with_retry"),
-    "spectrum": ("default_spectrum", "load_spectrum", "power_law_spectrum", "save_spectrum",
-                 "spectrum_from_images"),
-}
-_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name):
-    if name in _WHERE:
-        value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + __all__)
+__all__ = [
+    "COLOR_CORRELATION_SQRT", "MacoConfig", "MacoResult", "RetryInfo", "add_noise",
+    "crop_and_resize", "default_spectrum", "features_objective", "final_objective",
+    "init_phase", "load_spectrum", "logits_objective", "maco", "maco_batch",
+    "maco_batch_with_retry", "maco_progress", "phase_to_image", "power_law_spectrum",
+    "random_crops", "sae_objective", "sample_boxes", "save_spectrum", "scale_by_torch_nadam",
+    "spectrum_from_images", "spectrum_shape", "standardize", "torch_nadam", "unit_score",
+    "with_units",
+]

@@ -58,6 +58,6 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from texter_jax.explain_runner import ExplainRun
+    from apps.explain_runner import ExplainRun
 
     return ExplainRun.from_args(args).run()

@@ -77,7 +77,7 @@ class ExplainRun:
         import jax
 
         from texter_jax.classifier import Classifier
-        from texter_jax.io.artifacts import load_aligner, load_sae
+        from apps.artifacts import load_aligner, load_sae
         from texter_jax.io.checkpoints import load_model
         from texter_jax.text_cache import TextEmbeddingCache, checkpoint_identity
 

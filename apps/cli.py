@@ -15,11 +15,11 @@ import sys
 SUBCOMMANDS: dict[str, str] = {
     "convert": "converters.cli",
     "demo": "eval.demo_cli",
-    "explain": "texter_jax.explain_cli",
+    "explain": "apps.explain_cli",
     "extract-features": "train.cli",  # train.cli registers all three, once
     "train-aligner": "train.cli",
     "train-sae": "train.cli",
-    "spectrum": "texter_jax.emphasis.cli",
+    "spectrum": "apps.spectrum_cli",
     "eval": "eval.cli",
 }
 

@@ -1,0 +1,46 @@
+"""The two floors (DEVELOPING.md, "Architecture"): the library ``texter_jax/`` never
+reaches up into the apps floor (``apps``, ``converters``, ``train``, ``eval``), never
+parses arguments and never imports torch; only the tokenizer loader may import
+``transformers``, inside a function. Checked on the source, function-local imports
+included, so a lazy import cannot hide a wrong-way edge."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+LIBRARY = Path(__file__).resolve().parents[1] / "texter_jax"
+APPS_FLOOR = {"apps", "converters", "train", "eval", "bench", "tests"}
+NEVER = {"argparse", "torch", "torchvision"}
+
+
+def _imports(path: Path) -> list[tuple[str, int, bool]]:
+    """(top-level module name, line, at module level) for every import in ``path``."""
+    tree = ast.parse(path.read_text(), str(path))
+    top_level = {id(n) for n in tree.body}
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        else:
+            continue
+        out += [(n.split(".")[0], node.lineno, id(node) in top_level) for n in names]
+    return out
+
+
+def test_library_imports_only_downwards():
+    wrong = []
+    for path in sorted(LIBRARY.rglob("*.py")):
+        rel = path.relative_to(LIBRARY.parent)
+        for name, line, at_top in _imports(path):
+            if name in APPS_FLOOR or name in NEVER or (name == "transformers" and at_top):
+                wrong.append(f"{rel}:{line} imports {name}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_check_sees_function_local_imports(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text("import numpy\n\ndef f():\n    from converters.api import convert\n")
+    assert ("converters", 4, False) in _imports(probe)

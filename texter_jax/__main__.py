@@ -1,5 +1,0 @@
-import sys
-
-from texter_jax.cli import main
-
-sys.exit(main())
