@@ -1,9 +1,10 @@
-"""Loading the aligner and SAE from any of the forms users have.
+"""Loading the aligner and the SAE from whichever form a user has: the dispatch by path.
 
-* aligner: a folder written by ``texter train-aligner`` (``aligner.json`` + Orbax) or the
-  release's ``linear_aligner.pth`` (``{"W": [d_clip, d_feat], "b": [d_clip]}``);
+* aligner: a folder written by ``texter train-aligner`` (:mod:`texter_jax.aligner`'s
+  format) or the release's ``linear_aligner.pth`` (``{"W": [d_clip, d_feat], "b":
+  [d_clip]}``, read by ``converters.release``);
 * SAE: a folder written by ``texter train-sae`` (its ``sae/`` subfolder or the run
-  folder itself) or the release's ``sae_model.pth``.
+  folder itself; :mod:`texter_jax.sae`'s format) or the release's ``sae_model.pth``.
 
 Release ``.pth`` files need torch (the ``[convert]`` extra); it is imported only then.
 """
@@ -15,44 +16,39 @@ from pathlib import Path
 
 import numpy as np
 
+from texter_jax import aligner as aligner_io
+from texter_jax import sae as sae_io
 from texter_jax.io.checkpoints import CheckpointError
 
+RELEASE_SUFFIXES = (".pth", ".pt", ".bin")
 
-def load_aligner(path: str | os.PathLike):
-    """Returns ``texter_jax.explain.Aligner`` with W float32 [E, D] and b float32 [E]."""
-    from texter_jax.explain import Aligner
 
+def load_aligner(path: str | os.PathLike) -> aligner_io.Aligner:
+    """An :class:`~texter_jax.aligner.Aligner` (w float32 [E, D], b float32 [E])."""
     path = Path(path)
-    if path.is_file() and path.suffix in (".pth", ".pt", ".bin"):
-        from converters.release import load_release_aligner
+    if path.is_file() and path.suffix in RELEASE_SUFFIXES:
+        from converters.release import load_release_aligner  # needs torch
 
         w, b = load_release_aligner(path)
-    elif path.is_dir():
-        from train.aligner import load_aligner as load_folder
-
-        result = load_folder(path)
-        w, b = result.W, result.b
-    else:
-        raise CheckpointError(f"no aligner at {path}: expected a `texter train-aligner` "
-                              "folder or the release's linear_aligner.pth")
-    return Aligner(np.asarray(w, np.float32), np.asarray(b, np.float32))
+        return aligner_io.Aligner(np.asarray(w, np.float32), np.asarray(b, np.float32),
+                                  method="release")
+    if path.is_dir():
+        return aligner_io.load(path)
+    raise CheckpointError(f"no aligner at {path}: expected a `texter train-aligner` "
+                          "folder or the release's linear_aligner.pth")
 
 
-def load_sae(path: str | os.PathLike):
-    """Returns ``texter_jax.explain.Sae`` (params pytree and top_k)."""
-    from texter_jax.explain import Sae
-
+def load_sae(path: str | os.PathLike) -> sae_io.Sae:
+    """A :class:`~texter_jax.sae.Sae` (params pytree and top_k)."""
     path = Path(path)
-    if path.is_file() and path.suffix in (".pth", ".pt", ".bin"):
-        from converters.release import load_release_sae
+    if path.is_file() and path.suffix in RELEASE_SUFFIXES:
+        from converters.release import load_release_sae  # needs torch
 
         config, params = load_release_sae(path)
     elif path.is_dir():
-        from train.sae_train import load_sae as load_folder
-
         folder = path / "sae" if (path / "sae" / "sae.json").is_file() else path
-        config, params = load_folder(folder)
+        config, params = sae_io.load(folder)
     else:
         raise CheckpointError(f"no SAE at {path}: expected a `texter train-sae` folder or "
                               "the release's sae_model.pth")
-    return Sae(params, int(config.top_k))
+    return sae_io.Sae(params, int(config.top_k))

@@ -213,13 +213,15 @@ class WorldDemo:
     def _stack(self, name, clf, variables, clip, clip_vars, clf_identity):
         import jax
 
-        from texter_jax.explain import Aligner, Sae
+        from texter_jax import aligner as aligner_io
+        from texter_jax import sae as sae_io
+        from texter_jax.sae import Sae
         from texter_jax.sae import SaeConfig
         from texter_jax.world.attributes import sample_attributes
         from texter_jax.world.generator import render
         from texter_jax.world.views import DEFAULT_MIX, sample_views
-        from train.aligner import fit_aligner, load_aligner, save_aligner
-        from train.sae_train import SaeTrainConfig, evaluate_sae, load_sae, train_sae
+        from train.aligner import fit_aligner
+        from train.sae_train import SaeTrainConfig, evaluate_sae, train_sae
 
         c = self.cfg
         seed = c.seed + 7_000_003
@@ -229,11 +231,11 @@ class WorldDemo:
         folder = self.cache / "stack" / name / key
         if (folder / "aligner" / "aligner.json").is_file() and \
                 (folder / "sae_run" / "sae" / "sae.json").is_file():
-            al = load_aligner(folder / "aligner")
-            sae_cfg, sae_params = load_sae(folder / "sae_run" / "sae")
+            al = aligner_io.load(folder / "aligner")
+            sae_cfg, sae_params = sae_io.load(folder / "sae_run" / "sae")
             metrics = json.loads((folder / "metrics.json").read_text())
             self.log(f"[{name}] aligner and SAE loaded from {folder}")
-            return Aligner(al.W, al.b), Sae(sae_params, sae_cfg.top_k), metrics, key
+            return al, Sae(sae_params, sae_cfg.top_k), metrics, key
         # Whole images (SAE and aligner) and the same records through random views
         # (aligner only): the aligner must read close-ups as CLIP reads them.
         attrs = sample_attributes(seed, c.feature_images)
@@ -247,7 +249,7 @@ class WorldDemo:
         z_all = np.concatenate([z, batched(feat, zoomed)])
         h_all = np.concatenate([batched(emb, whole), batched(emb, zoomed)])
         al = fit_aligner(z_all, h_all, key=jax.random.key(c.seed), method="closed_form")
-        save_aligner(folder / "aligner", al, overwrite=True)
+        aligner_io.save(folder / "aligner", al, overwrite=True)
         d = z.shape[1]
         n_train = int(0.9 * len(z))  # the last 10 % are held out for the SAE's R^2
         sae_cfg = SaeConfig.release_default(d, expansion=c.sae_expansion)
@@ -265,7 +267,7 @@ class WorldDemo:
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
         self.log(f"[{name}] aligner holdout R2 {al.metrics.get('holdout_r2', float('nan')):.3f}"
                  f", SAE {d}->{sae_cfg.nb_concepts} (k={sae_cfg.top_k})")
-        return Aligner(al.W, al.b), Sae(result.params, sae_cfg.top_k), metrics, key
+        return al, Sae(result.params, sae_cfg.top_k), metrics, key
 
     def _explain(self, name, clf, variables, aligner, sae, text_emb, images, stack_key,
                  magnitude, spectrum_id, methods=METHODS):

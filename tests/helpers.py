@@ -47,18 +47,18 @@ def tiny_clip_folder(out: Path, work: Path, *, embed_dim=12, image_size=32, seed
 
 
 def aligner_folder(out: Path, d_feat: int, d_clip: int, seed=0) -> Path:
-    from train.aligner import AlignerResult, save_aligner
+    from texter_jax import aligner
 
     rng = np.random.default_rng(seed)
     w = (rng.normal(size=(d_clip, d_feat)) / np.sqrt(d_feat)).astype(np.float32)
     b = (0.1 * rng.normal(size=d_clip)).astype(np.float32)
-    return save_aligner(out, AlignerResult(W=w, b=b, metrics={}, method="closed_form"))
+    return aligner.save(out, aligner.Aligner(w, b, method="closed_form"))
 
 
 def sae_folder(out: Path, d: int, seed=0) -> Path:
     from texter_jax.sae import SaeConfig, init_sae
-    from train.sae_train import save_sae
+    from texter_jax import sae
 
     cfg = SaeConfig(input_dim=d, nb_concepts=4 * d, top_k=d // 2)
     params = jax.tree.map(np.asarray, init_sae(jax.random.key(seed), cfg))
-    return save_sae(out, cfg, params)
+    return sae.save(out, cfg, params)

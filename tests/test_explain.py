@@ -98,6 +98,7 @@ def test_feature_path_without_sae():
 
 def test_crop_labels_class_logit_ablation_and_whole_canvas():
     from texter_jax import mapping
+    from texter_jax.aligner import align
     from texter_jax.explain import read_canvases_jit
 
     clf, v, _, al, text, images = _setup()
@@ -125,7 +126,7 @@ def test_crop_labels_class_logit_ablation_and_whole_canvas():
     np.testing.assert_allclose(whole.crop_embeddings[:, :2], units.crop_embeddings, atol=1e-5)
     full = jax.image.resize(blended, (3, SIZE, SIZE, 3), "linear", antialias=True)
     np.testing.assert_allclose(whole.crop_embeddings[:, 2],
-                               mapping.align(al.w, al.b, clf.features(v, full)), atol=1e-4)
+                               align(al.w, al.b, clf.features(v, full)), atol=1e-4)
     with pytest.raises(ValueError, match="objective"):
         ExplainConfig(objective="logits")
 
@@ -207,7 +208,7 @@ def test_bf16_compute_tracks_fp32():
 def test_presets_and_cli_choices():
     import argparse
 
-    from texter_jax import explain_cli
+    from apps import explain_cli
     from texter_jax.explain import PRESETS
 
     assert ExplainConfig.preset("release") == ExplainConfig()

@@ -5,8 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from texter_jax.aligner import align
 from texter_jax.mapping import (
-    align, concept_alpha, concept_rgba, l2_normalize, normalize_concept_image,
+    concept_alpha, concept_rgba, l2_normalize, normalize_concept_image,
     postprocess_concept_image, random_crops, rank_concepts, retrieve)
 from texter_jax.text_cache import TextEmbeddingCache, checkpoint_identity
 

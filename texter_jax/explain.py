@@ -23,12 +23,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from texter_jax import mapping
+from texter_jax.aligner import Aligner, align
 from texter_jax.batching import batch_sharding, pad_batch, shard
 from texter_jax.classifier import Classifier
 from texter_jax.contributions import ig_features, ig_sae_codes, top_units
 from texter_jax.emphasis import (MacoConfig, features_objective, logits_objective,
                                  maco_batch_with_retry, sae_objective)
-from texter_jax.sae import sae_encode
+from texter_jax.sae import Sae, sae_encode
 from texter_jax.types import Array, PRNGKey, Variables
 
 
@@ -102,25 +103,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     "release": {},
     "fast": {"stop_rtol": 0.01, "stop_window": 32, "stop_min_steps": 128},
 }
-
-
-@dataclasses.dataclass(frozen=True)
-class Aligner:
-    """Linear map from classifier features to CLIP image space: ``h = z W^T + b``.
-
-    w: float32 [E, D]; b: float32 [E].
-    """
-
-    w: Any
-    b: Any
-
-
-@dataclasses.dataclass(frozen=True)
-class Sae:
-    """A TopK SAE: params (see :mod:`texter_jax.sae`) and its k."""
-
-    params: Any
-    top_k: int
 
 
 class Prediction(NamedTuple):
@@ -236,7 +218,7 @@ def text_to_concept(classifier: Classifier, variables: Variables, aligner: Align
     global features through the aligner (one "crop": the image itself).
     """
     pred = predict(classifier, variables, images)
-    return pred, mapping.align(aligner.w, aligner.b, pred.z)[:, None, :]
+    return pred, align(aligner.w, aligner.b, pred.z)[:, None, :]
 
 
 def text_to_concept_embeddings(classifier: Classifier, variables: Variables,

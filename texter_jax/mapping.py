@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from texter_jax import selection
+from texter_jax.aligner import align
 from texter_jax.emphasis import crops as _crops
 from texter_jax.types import Array, PRNGKey
 
@@ -41,19 +42,6 @@ NUM_CROPS = 6
 CROP_SIZE = 224
 CROP_SIDE_RANGE = (0.25, 0.30)  # box_size=(0.20, 0.25) + the release's upper-bound offset
 CROP_CENTRE_STD = 0.15
-
-
-def align(w: Array, b: Array, z: Array) -> Array:
-    """Linear aligner: features float [..., d_feat] -> CLIP-space [..., d_clip].
-
-    Args:
-      w: float [d_clip, d_feat] (release ``W``).
-      b: float [d_clip].
-      z: float [..., d_feat].
-    """
-    if w.shape[-1] != z.shape[-1] or b.shape != (w.shape[0],):
-        raise ValueError(f"align: W {w.shape}, b {b.shape} do not fit features {z.shape}")
-    return z @ w.T + b
 
 
 def l2_normalize(x: Array, axis: int = -1, eps: float = 1e-12) -> Array:

@@ -13,7 +13,10 @@ where ``multiplier`` is a fixed buffer equal to 0 (so the factor is 1). Encoding
     codes     = TopK_k(ReLU(pre_codes))                  # others set to 0
     x_hat     = codes @ D                                # [B, d]
 
-Params are a plain dict pytree (see :data:`SaeParams`); training lives in ``train/``.
+Params are a plain dict pytree (see :data:`SaeParams`); :class:`Sae` pairs them with k.
+Folder format (:func:`save` / :func:`load`): ``<path>/sae.json`` ({"format", "config"})
+and Orbax ``<path>/params``. Training lives in ``train/sae_train.py``; the release's
+``sae_model.pth`` in ``converters/release.py``; the choice by path in ``apps/artifacts.py``.
 
 References:
   Gao et al., "Scaling and evaluating sparse autoencoders", https://arxiv.org/abs/2406.04093
@@ -22,13 +25,21 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import math
+import os
+from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
+from texter_jax.io.atomic import atomic_directory, write_json_atomic
+from texter_jax.io.checkpoints import CheckpointError, restore_pytree, save_pytree
 from texter_jax.types import Array, PRNGKey
+
+FORMAT = "texter_jax/sae/v1"
 
 # SaeParams layout (all float32):
 #   {"encoder": {"kernel": [d, n], "bias": [n]},
@@ -94,12 +105,6 @@ def init_sae(key: PRNGKey, config: SaeConfig) -> SaeParams:
             "multiplier": jnp.zeros((), jnp.float32),
         },
     }
-
-
-def config_from_params(params: SaeParams, top_k: int) -> SaeConfig:
-    """Reads d and n off the param shapes."""
-    d, n = params["encoder"]["kernel"].shape
-    return SaeConfig(input_dim=int(d), nb_concepts=int(n), top_k=int(top_k))
 
 
 def sae_pre_codes(params: SaeParams, x: Array) -> Array:
@@ -182,3 +187,37 @@ def project_dictionary(params: SaeParams) -> SaeParams:
     w = params["dictionary"]["weights"]
     w = w / (jnp.linalg.norm(w, axis=-1, keepdims=True) + DICT_NORM_EPS)
     return {**params, "dictionary": {**params["dictionary"], "weights": w}}
+
+
+@dataclasses.dataclass(frozen=True)
+class Sae:
+    """A TopK SAE ready to encode: its params (:data:`SaeParams`) and its k."""
+
+    params: Any
+    top_k: int
+
+
+def save(path: str | os.PathLike, config: SaeConfig, params: SaeParams, *,
+         overwrite: bool = False, extra: dict[str, Any] | None = None) -> Path:
+    """Writes the folder format at ``path`` atomically; returns the absolute path."""
+    path = Path(path).absolute()
+    with atomic_directory(path, overwrite=overwrite) as tmp:
+        save_pytree(tmp / "params", params)
+        write_json_atomic(tmp / "sae.json", {"format": FORMAT, "config": config.to_dict(),
+                                             **(extra or {})})
+    return path
+
+
+def load(path: str | os.PathLike) -> tuple[SaeConfig, SaeParams]:
+    """Reads a folder written by :func:`save`; raises CheckpointError otherwise."""
+    path = Path(path)
+    meta_path = path / "sae.json"
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path} is not an SAE folder: cannot read {meta_path}: {e}") from e
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{meta_path}: format {meta.get('format')!r}, expected {FORMAT!r}")
+    config = SaeConfig(**meta["config"])
+    target = jax.eval_shape(functools.partial(init_sae, config=config), jax.random.key(0))
+    return config, restore_pytree(path / "params", target)

@@ -27,11 +27,7 @@ References:
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
-import os
-from pathlib import Path
 from typing import Any, Callable
 
 import jax
@@ -39,13 +35,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from texter_jax.io.atomic import atomic_directory, write_json_atomic
-from texter_jax.io.checkpoints import CheckpointError, restore_pytree, save_pytree
+from texter_jax.aligner import Aligner
 from texter_jax.types import PRNGKey
-
-FORMAT = "texter_jax/aligner/v1"
-META_NAME = "aligner.json"
-PARAMS_DIR = "params"
 
 # Release constants (text_to_concept/linear_aligner.py).
 TARGET_VARIANCE = 4.5
@@ -53,26 +44,6 @@ RELEASE_COSINE_T_MAX_EPOCHS = 200
 # Closed form when the float64 d x d system (plus a solve copy and d x e) fits this.
 CLOSED_FORM_MAX_BYTES = 4 << 30
 _CHUNK_ROWS = 8192
-
-
-@dataclasses.dataclass(frozen=True)
-class AlignerResult:
-    """A fitted aligner.
-
-    Attributes:
-      W: float32 [e, d]; apply as ``z @ W.T + b``.
-      b: float32 [e].
-      metrics: ``train_*`` and ``holdout_*`` of ``mse``, ``r2`` (release definition:
-        1 - MSE / variance of all target entries pooled), ``r2_centred`` (1 - SSE / sum of
-        per-dimension squared deviations) and ``cosine`` (mean cosine between prediction
-        and target); plus ``n_train``, ``n_holdout``, and for SGD ``epoch_loss`` (list).
-      method: ``"closed_form"`` or ``"sgd"`` (what actually ran).
-    """
-
-    W: np.ndarray
-    b: np.ndarray
-    metrics: dict[str, Any]
-    method: str
 
 
 def pooled_variance(x: np.ndarray) -> float:
@@ -272,7 +243,7 @@ def closed_form_fits(d: int, e: int, max_bytes: int = CLOSED_FORM_MAX_BYTES) -> 
 def fit_aligner(features: np.ndarray, targets: np.ndarray, *, key: PRNGKey,
                 method: str = "auto", holdout: float = 0.1, ridge: float = 1e-6,
                 closed_form_max_bytes: int = CLOSED_FORM_MAX_BYTES,
-                **sgd_kwargs) -> AlignerResult:
+                **sgd_kwargs) -> Aligner:
     """Fits ``targets ~ features @ W.T + b`` and reports train / held-out metrics.
 
     Args:
@@ -288,7 +259,7 @@ def fit_aligner(features: np.ndarray, targets: np.ndarray, *, key: PRNGKey,
         ``schedule``, ``bias_unscale``, ``verbose`` ...).
 
     Returns:
-      AlignerResult; ``method`` says which solver ran.
+      :class:`texter_jax.aligner.Aligner`; ``method`` says which solver ran.
     """
     if features.ndim != 2 or targets.ndim != 2 or features.shape[0] != targets.shape[0]:
         raise ValueError(f"features [N, d] and targets [N, e] must pair up, got "
@@ -324,7 +295,7 @@ def fit_aligner(features: np.ndarray, targets: np.ndarray, *, key: PRNGKey,
     if x_ho is not None:
         metrics.update({f"holdout_{k}": v
                         for k, v in regression_metrics(w, b, x_ho, y_ho).items()})
-    return AlignerResult(W=w, b=b, metrics=metrics, method=method)
+    return Aligner(w, b, metrics=metrics, method=method)
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -366,37 +337,3 @@ def aligner_zero_shot_accuracy(W, b, features, labels, class_text_emb,
         # Normalising h does not change the argmax; cosine only needs t normalised.
         correct += int(np.sum(np.argmax(h @ t.T, axis=1) == labels[lo:lo + batch_size]))
     return correct / max(len(labels), 1)
-
-
-# ----------------------------------------------------------------------------- disk
-
-def save_aligner(path: str | os.PathLike, result: AlignerResult, *,
-                 overwrite: bool = False, extra: dict[str, Any] | None = None) -> Path:
-    """Writes ``<path>/aligner.json`` + Orbax ``<path>/params`` ({"W", "b"}) atomically."""
-    path = Path(path).absolute()
-    with atomic_directory(path, overwrite=overwrite) as tmp:
-        save_pytree(tmp / PARAMS_DIR, {"W": result.W, "b": result.b})
-        write_json_atomic(tmp / META_NAME, {
-            "format": FORMAT, "method": result.method,
-            "feature_dim": int(result.W.shape[1]), "embed_dim": int(result.W.shape[0]),
-            "metrics": result.metrics, **(extra or {})})
-    return path
-
-
-def load_aligner(path: str | os.PathLike) -> AlignerResult:
-    """Reads a folder written by :func:`save_aligner`; raises CheckpointError otherwise."""
-    path = Path(path)
-    meta_path = path / META_NAME
-    if not meta_path.is_file():
-        raise CheckpointError(f"{path} is not an aligner folder: {META_NAME} is missing")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{meta_path} is not valid JSON: {e}") from e
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{meta_path}: format {meta.get('format')!r}, expected {FORMAT!r}")
-    tree = restore_pytree(path / PARAMS_DIR)
-    if set(tree) != {"W", "b"}:
-        raise CheckpointError(f"{path / PARAMS_DIR}: expected W and b, found {sorted(tree)}")
-    return AlignerResult(W=np.asarray(tree["W"], np.float32), b=np.asarray(tree["b"], np.float32),
-                         metrics=meta.get("metrics", {}), method=meta.get("method", "unknown"))

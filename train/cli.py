@@ -178,7 +178,8 @@ def run_train_aligner(args) -> int:
     import jax
 
     from texter_jax.io.checkpoints import CheckpointError
-    from train.aligner import fit_aligner, save_aligner
+    from texter_jax import aligner as aligner_io
+    from train.aligner import fit_aligner
     from train.features import FeatureShards, FeatureShardsError
 
     try:
@@ -207,14 +208,14 @@ def run_train_aligner(args) -> int:
         extra["zero_shot"] = {"accuracy": acc, "n": n_eval, "classes": n_cls,
                               "prompt": args.prompt}
     try:
-        save_aligner(args.out, result, overwrite=args.overwrite, extra=extra)
+        aligner_io.save(args.out, result, overwrite=args.overwrite, extra=extra)
     except (FileExistsError, CheckpointError) as e:
         return _error("train-aligner", e)
     print(f"wrote {args.out}")
     if args.export_release:
         from converters.release import export_release_aligner
 
-        print(f"wrote {export_release_aligner(args.export_release, result.W, result.b)}")
+        print(f"wrote {export_release_aligner(args.export_release, result.w, result.b)}")
     return 0
 
 
@@ -245,7 +246,7 @@ def _zero_shot(args, feats, x, result):
     _, hold = holdout_split(x.shape[0], args.holdout, jax.random.key(args.seed))
     rows = hold if hold.size else np.arange(x.shape[0])
     keep = rows[labels[rows] >= 0]
-    acc = aligner_zero_shot_accuracy(result.W, result.b, x[keep], labels[keep], text)
+    acc = aligner_zero_shot_accuracy(result.w, result.b, x[keep], labels[keep], text)
     return float(acc), int(keep.size), len(names)
 
 

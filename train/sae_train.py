@@ -22,7 +22,7 @@ Output folder::
     <out>/checkpoints/<step>/ Orbax CheckpointManager: "state" (params, optimizer state,
                               epoch accumulators, PRNG key data) + "meta" JSON (epoch,
                               step in epoch, global step, finished epoch logs)
-    <out>/sae/                final params (see :func:`save_sae`)
+    <out>/sae/                final params (see :func:`texter_jax.sae.save`)
 
 Logs per epoch (as the release prints them): mean loss, mean batch R^2 (release
 definition ``1 - MSE / (var of all entries + 1e-6)``), L0 (mean number of active codes
@@ -44,14 +44,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from texter_jax.io.atomic import atomic_directory, write_json_atomic
-from texter_jax.io.checkpoints import CheckpointError, restore_pytree, save_pytree
+from texter_jax import sae as sae_io
+from texter_jax.io.atomic import write_json_atomic
+from texter_jax.io.checkpoints import CheckpointError
 from texter_jax.sae import (SaeConfig, SaeParams, init_sae, project_dictionary,
                             sae_encode)
 from texter_jax.types import PRNGKey
 
 TRAIN_FORMAT = "texter_jax/sae_train/v1"
-SAE_FORMAT = "texter_jax/sae/v1"
 TRAIN_CONFIG = "train_config.json"
 CKPT_DIR = "checkpoints"
 FINAL_DIR = "sae"
@@ -224,33 +224,6 @@ def evaluate_sae(params: SaeParams, x: np.ndarray, top_k: int, *, batch_size: in
 
 # ----------------------------------------------------------------------------- folders
 
-def save_sae(path: str | os.PathLike, config: SaeConfig, params: SaeParams, *,
-             overwrite: bool = False, extra: dict[str, Any] | None = None) -> Path:
-    """Writes ``<path>/sae.json`` ({"format", "config"}) + Orbax ``<path>/params``."""
-    path = Path(path).absolute()
-    with atomic_directory(path, overwrite=overwrite) as tmp:
-        save_pytree(tmp / "params", params)
-        write_json_atomic(tmp / "sae.json", {"format": SAE_FORMAT, "config": config.to_dict(),
-                                             **(extra or {})})
-    return path
-
-
-def load_sae(path: str | os.PathLike) -> tuple[SaeConfig, SaeParams]:
-    """Reads a folder written by :func:`save_sae`."""
-    path = Path(path)
-    meta_path = path / "sae.json"
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path} is not an SAE folder: cannot read {meta_path}: {e}") from e
-    if meta.get("format") != SAE_FORMAT:
-        raise CheckpointError(
-            f"{meta_path}: format {meta.get('format')!r}, expected {SAE_FORMAT!r}")
-    config = SaeConfig(**meta["config"])
-    target = jax.eval_shape(functools.partial(init_sae, config=config), jax.random.key(0))
-    return config, restore_pytree(path / "params", target)
-
-
 # ----------------------------------------------------------------------------- training
 
 @dataclasses.dataclass
@@ -421,7 +394,7 @@ def train_sae(shards, out: str | os.PathLike, *, sae_config: SaeConfig,
         mngr.close()
 
     params = _host_copy(jax.jit(project_dictionary)(state["params"]))
-    save_sae(out / FINAL_DIR, sae_config, params, overwrite=True,
+    sae_io.save(out / FINAL_DIR, sae_config, params, overwrite=True,
              extra={"logs": logs, "train": dataclasses.asdict(cfg)})
     return SaeTrainResult(params=params, config=sae_config, logs=logs,
                           resumed_from=resumed_from)

@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 
 from texter_jax.io.checkpoints import CheckpointError
-from train.aligner import (aligner_zero_shot_accuracy, fit_aligner, load_aligner,
-                           pooled_variance, save_aligner, sgd_optimizer)
+from texter_jax.aligner import load as load_aligner
+from texter_jax.aligner import save as save_aligner
+from train.aligner import (aligner_zero_shot_accuracy, fit_aligner, pooled_variance,
+                           sgd_optimizer)
 
 
 def _linear_data(n=6000, d=32, e=8, noise=0.01, seed=0):
@@ -26,9 +28,9 @@ def test_closed_form_and_sgd_agree_on_linear_data():
     for r in (cf, sgd):
         assert r.metrics["holdout_r2"] > 0.99, r.metrics
         assert r.metrics["n_holdout"] == 600
-    np.testing.assert_allclose(cf.W, w, atol=2e-3)
+    np.testing.assert_allclose(cf.w, w, atol=2e-3)
     np.testing.assert_allclose(cf.b, b, atol=2e-3)
-    np.testing.assert_allclose(sgd.W, cf.W, atol=5e-3)
+    np.testing.assert_allclose(sgd.w, cf.w, atol=5e-3)
     np.testing.assert_allclose(sgd.b, cf.b, atol=1e-2)
     assert len(sgd.metrics["epoch_loss"]) == 6
     assert sgd.metrics["epoch_loss"][-1] < sgd.metrics["epoch_loss"][0]
@@ -82,7 +84,7 @@ def test_save_load_roundtrip_and_foreign_folder(tmp_path):
     r = fit_aligner(x, y, key=jax.random.key(0), method="closed_form")
     save_aligner(tmp_path / "al", r)
     back = load_aligner(tmp_path / "al")
-    np.testing.assert_array_equal(back.W, r.W)
+    np.testing.assert_array_equal(back.w, r.w)
     np.testing.assert_array_equal(back.b, r.b)
     assert back.method == "closed_form"
     with pytest.raises(FileExistsError):

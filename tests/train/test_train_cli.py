@@ -43,10 +43,10 @@ def test_extract_then_train_aligner(tiny_model, tmp_path):
     out = tmp_path / "aligner"
     assert cli.main(["train-aligner", "--features", str(tmp_path / "fa"), "--targets",
                      str(tmp_path / "fs"), "--out", str(out), "--holdout", "0.25"]) == 0
-    from train.aligner import load_aligner
+    from texter_jax.aligner import load as load_aligner
 
     r = load_aligner(out)
-    assert r.W.shape == (8, 8) and r.method == "closed_form"
+    assert r.w.shape == (8, 8) and r.method == "closed_form"
     # Output exists: refused without --overwrite.
     assert cli.main(["train-aligner", "--features", str(tmp_path / "fa"), "--targets",
                      str(tmp_path / "fs"), "--out", str(out)]) == 2

@@ -14,8 +14,9 @@ import pytest
 from texter_jax.io.checkpoints import CheckpointError
 from texter_jax.sae import SaeConfig
 from train.features import FeatureShards
+from texter_jax.sae import load as load_sae
 from train.sae_train import (SaeTrainConfig, clip_by_global_norm_torch, evaluate_sae,
-                             load_sae, train_sae)
+                             train_sae)
 
 REPO = Path(__file__).resolve().parents[2]
 
