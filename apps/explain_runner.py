@@ -80,6 +80,7 @@ class ExplainRun:
         from apps.artifacts import load_aligner, load_sae
         from texter_jax.io.checkpoints import load_model
         from texter_jax.text_cache import TextEmbeddingCache, checkpoint_identity
+        from texter_jax.types import ImageTextModel
 
         a = self.args
         self.classifier, cvars = load_model(a.classifier)
@@ -89,7 +90,7 @@ class ExplainRun:
         self.cvars = jax.tree.map(jax.numpy.asarray, cvars)
         self.clip, clip_vars = load_model(a.clip)
         self.clip_vars = jax.tree.map(jax.numpy.asarray, clip_vars)
-        if not hasattr(self.clip, "encode_text"):
+        if not isinstance(self.clip, ImageTextModel):
             raise ExplainSetupError(f"{a.clip} holds a {self.clip.family} model, not a CLIP")
         self.aligner = load_aligner(a.aligner)
         d, e = self.classifier.feature_dim, self.clip.embed_dim

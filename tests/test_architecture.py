@@ -44,3 +44,12 @@ def test_the_check_sees_function_local_imports(tmp_path):
     probe = tmp_path / "probe.py"
     probe.write_text("import numpy\n\ndef f():\n    from converters.api import convert\n")
     assert ("converters", 4, False) in _imports(probe)
+
+
+def test_public_api_names_resolve():
+    import texter_jax
+
+    missing = [n for n in texter_jax.__all__ if getattr(texter_jax, n, None) is None]
+    assert not missing, missing
+    assert texter_jax.explain_batch.__module__ == "texter_jax.explain"
+    assert texter_jax.contributions_of.__name__ == "contributions"

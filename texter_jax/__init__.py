@@ -1,0 +1,49 @@
+"""texter_jax: TEXTER's stages as pure JAX functions, and the models they run on.
+
+The names users call, in one place (the optax pattern)::
+
+    import texter_jax as tj
+    ex = tj.explain_batch(classifier, variables, aligner, text_emb, images,
+                          tj.image_keys(0, range(len(images))), tj.ExplainConfig())
+
+They are resolved on first use (PEP 562) rather than imported here, because the apps
+floor's ``texter --help`` imports small modules of this package and must not pay for
+JAX; ``import texter_jax.explain`` and the like work as usual.
+"""
+
+import importlib
+
+# module -> the public names it defines.
+_EXPORTS = {
+    "aligner": ("Aligner", "align"),
+    "classifier": ("Classifier", "FunctionClassifier", "nnx_classifier"),
+    "contributions": ("ig_features", "ig_sae_codes", "integrated_gradients", "top_units"),
+    "emphasis": ("MacoConfig", "default_spectrum", "maco", "maco_batch",
+                 "spectrum_from_images"),
+    "explain": ("ExplainConfig", "Explanation", "contributions_of", "embed_concept_images",
+                "explain_batch", "image_keys", "predict", "text_to_concept",
+                "text_to_concept_batch"),
+    "io.checkpoints": ("load_model", "save_model"),
+    "mapping": ("rank_concepts", "retrieve"),
+    "models.registry": ("build_model",),
+    "sae": ("Sae", "SaeConfig", "sae_decode", "sae_encode"),
+    "types": ("ClassifierLike", "ImageTextModel"),
+}
+# Public name -> (module, attribute) where the attribute's name differs.
+_RENAMED = {"contributions_of": ("explain", "contributions")}
+_WHERE = {name: (module, _RENAMED.get(name, (module, name))[1])
+          for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name):
+    if name in _WHERE:
+        module, attr = _WHERE[name]
+        value = getattr(importlib.import_module(f"{__name__}.{module}"), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

@@ -18,6 +18,7 @@ from typing import Any
 import chex
 import jax.numpy as jnp
 from flax import linen as nn
+from flax import nnx
 
 from texter_jax.types import Array, Variables
 
@@ -90,3 +91,64 @@ class Classifier:
     def logits(self, variables: Variables, images: Array) -> Array:
         """Images float32 [B, H, W, 3] in [0, 1] -> logits [B, C]."""
         return self.head(variables, self.features(variables, images))
+
+
+@dataclasses.dataclass(frozen=True)
+class FunctionClassifier:
+    """Any JAX classifier given as two pure functions (satisfies ``ClassifierLike``).
+
+    Bring your own model: a Flax NNX model (:func:`nnx_classifier`), Equinox, Haiku, or
+    plain ``jax.numpy``. The functions are compared by identity, so build the wrapper
+    once and reuse it (a new one recompiles the jitted stages).
+
+    Attributes:
+      features_fn: ``(variables, images float32 [B, S, S, 3] in [0, 1]) -> z [B, D]``;
+        any input normalisation happens inside.
+      head_fn: ``(variables, z [B, D]) -> logits [B, C]``.
+      image_size: S.
+      feature_dim: D.
+      num_classes: C.
+      family: a name for reports.
+    """
+
+    features_fn: Any
+    head_fn: Any
+    image_size: int
+    feature_dim: int
+    num_classes: int
+    family: str = "custom"
+
+    def features(self, variables: Variables, images: Array) -> Array:
+        return self.features_fn(variables, images)
+
+    def head(self, variables: Variables, z: Array) -> Array:
+        return self.head_fn(variables, z)
+
+    def logits(self, variables: Variables, images: Array) -> Array:
+        return self.head(variables, self.features(variables, images))
+
+
+@dataclasses.dataclass(frozen=True)
+class _NnxMethod:
+    """``(state, x) -> nnx.merge(graphdef, state).<method>(x)``, hashable by graphdef."""
+
+    graphdef: Any
+    method: str
+
+    def __call__(self, state, x):
+        return getattr(nnx.merge(self.graphdef, state), self.method)(x)
+
+
+def nnx_classifier(model, *, image_size: int, feature_dim: int, num_classes: int,
+                   features: str = "features", head: str = "head"):
+    """(FunctionClassifier, state) for a Flax NNX model with ``features`` / ``head`` methods.
+
+    ``nnx.split`` separates the model into a static graph and a state pytree; every stage
+    then calls ``nnx.merge(graph, state).features(x)`` inside its jitted code, so the
+    state is what the stages take as ``variables``.
+    """
+    graphdef, state = nnx.split(model)
+    clf = FunctionClassifier(_NnxMethod(graphdef, features), _NnxMethod(graphdef, head),
+                             image_size=image_size, feature_dim=feature_dim,
+                             num_classes=num_classes, family="nnx")
+    return clf, state
