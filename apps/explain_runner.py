@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from texter_jax.batching import pad_to_multiple
 from texter_jax.io.atomic import write_json_atomic
 
 RESULTS_FORMAT = "texter_jax/explanation/v1"
@@ -52,9 +53,7 @@ def text_encoder(clip, variables, clip_dir: str) -> Callable[[list[str]], np.nda
 
     def fn(texts: list[str]) -> np.ndarray:
         ids = np.asarray(tokenize(list(texts)), np.int32)
-        n = ids.shape[0]
-        padded = -(-n // 64) * 64  # bucket sizes: few compiles
-        ids = np.concatenate([ids, np.repeat(ids[-1:], padded - n, axis=0)])
+        ids, n = pad_to_multiple(ids, 64)  # bucket sizes: few compiles
         return np.asarray(encode(jnp.asarray(ids)))[:n]
 
     return fn

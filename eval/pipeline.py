@@ -23,7 +23,7 @@ import numpy as np
 
 from eval.sanity import random_units
 from texter_jax.emphasis import features_objective, maco_batch_with_retry, sae_objective
-from texter_jax.batching import batch_sharding
+from texter_jax.batching import batch_sharding, pad_to_multiple
 from texter_jax.explain import (Aligner, ExplainConfig, Sae, contributions,
                                 explain_batch, text_to_concept)
 # explain_batch's own jitted stage 3, so the variants reuse its compiled program.
@@ -33,14 +33,6 @@ from texter_jax.sae import sae_encode
 # fold_in tags of the per-image key (0 and 1 are explain_batch's MACO and crops).
 _TAG_UNITS = 2
 SEED_TAG = 3  # public: the runner names the "another seed" sanity variant
-
-
-def _pad(x: np.ndarray, multiple: int) -> tuple[np.ndarray, int]:
-    n = x.shape[0]
-    m = -(-n // multiple) * multiple
-    if m == n:
-        return x, n
-    return np.concatenate([x, np.repeat(x[-1:], m - n, axis=0)]), n
 
 
 def _put(x, sharding):
@@ -94,7 +86,7 @@ def text2concept_artifacts(classifier, variables, aligner: Aligner, images
     Returns:
       ``{"label" [B], "prob" [B], "crop_embeddings" [B, 1, E]}``.
     """
-    x, n = _pad(np.asarray(images, np.float32), jax.local_device_count())
+    x, n = pad_to_multiple(np.asarray(images, np.float32), jax.local_device_count())
     pred, emb = _t2c(classifier, variables, jnp.asarray(aligner.w), jnp.asarray(aligner.b),
                      _put(x, batch_sharding(x.shape[0])))
     label = np.asarray(pred.label)
@@ -128,10 +120,10 @@ def texter_variant(classifier, model_vars, reader_vars, aligner: Aligner, images
         raise ValueError(f"units must be 'ig' or 'random', got {units!r}")
     images = np.asarray(images, np.float32)
     d = jax.local_device_count()
-    x, n = _pad(images, d)
-    keys, _ = _pad(np.asarray(jax.random.key_data(keys)), d)
+    x, n = pad_to_multiple(images, d)
+    keys, _ = pad_to_multiple(np.asarray(jax.random.key_data(keys)), d)
     keys = jax.random.wrap_key_data(jnp.asarray(keys))
-    cls, _ = _pad(np.asarray(class_idx, np.int32), d)
+    cls, _ = pad_to_multiple(np.asarray(class_idx, np.int32), d)
     sharding = batch_sharding(x.shape[0])
     xs = _put(x, sharding)
     if seed_tag is not None:

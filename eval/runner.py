@@ -29,6 +29,7 @@ import numpy as np
 from eval.data import EvalDataError, EvalImage
 from eval.records import (ArtifactCache, RecordStore, gather_parts, part_path,
                           stable_hash)
+from texter_jax.batching import pad_rows
 from texter_jax.io.atomic import write_json_atomic
 
 RECORD_FORMAT = "texter_jax/eval-record/v1"
@@ -164,12 +165,6 @@ def _jitted():
                            spearman=jax.jit(spearman))
 
 
-def _pad_rows(x: np.ndarray, n: int) -> np.ndarray:
-    if x.shape[0] >= n:
-        return x
-    return np.concatenate([x, np.repeat(x[-1:], n - x.shape[0], axis=0)])
-
-
 class EvalRun:
     """One ``texter eval`` invocation (see :mod:`eval.cli` for the flags)."""
 
@@ -303,7 +298,7 @@ class EvalRun:
                 except ImageLoadError:
                     pass
             if imgs:
-                x = _pad_rows(np.stack(imgs), bs)
+                x = pad_rows(np.stack(imgs), bs)
                 z = np.asarray(self.fns.predict(self.classifier, self.cvars, x).z)[:len(imgs)]
                 total += z.sum(0)
                 n += len(imgs)
@@ -337,7 +332,7 @@ class EvalRun:
         bs = self.args.batch_size
 
         def compute(pos):
-            xb = _pad_rows(x[pos], bs)
+            xb = pad_rows(x[pos], bs)
             kb = self._keys(_pad_list([ims[p] for p in pos], bs))
             out = texter_artifacts(self.classifier, self.cvars, self.aligner, xb, kb, m.config,
                                    sae=self.sae, magnitude=self.magnitudes[m.config.maco.canvas])
@@ -357,7 +352,7 @@ class EvalRun:
         model_vars = self.variant_vars.get(variant, self.cvars)
         if m.base == "text2concept":
             emb = text2concept_artifacts(self.classifier, model_vars, self.aligner,
-                                         _pad_rows(x[on], self.args.batch_size)
+                                         pad_rows(x[on], self.args.batch_size)
                                          )["crop_embeddings"]
             for i, j in enumerate(on):
                 out[j] = emb[i]
@@ -367,9 +362,9 @@ class EvalRun:
 
         def compute(pos):
             rows = [on[p] for p in pos]
-            xb = _pad_rows(x[rows], bs)
+            xb = pad_rows(x[rows], bs)
             kb = self._keys(_pad_list([ims[r] for r in rows], bs))
-            cls = _pad_rows(np.asarray(labels)[rows], bs)
+            cls = pad_rows(np.asarray(labels)[rows], bs)
             emb = texter_variant(self.classifier, model_vars, self.cvars, self.aligner, xb, kb,
                                  m.config, class_idx=cls, sae=self.sae,
                                  magnitude=self.magnitudes[m.config.maco.canvas],
@@ -419,9 +414,9 @@ class EvalRun:
             temb_all.append(temb)
         bs = a.batch_size
         res = self.fns.metrics(self.classifier, self.cvars, self.pullback,
-                               _pad_rows(z, bs), _pad_rows(np.asarray(labels, np.int32), bs),
-                               _pad_rows(clip_img, bs), _pad_rows(top_emb, bs),
-                               _pad_rows(mask, bs), _pad_rows(center, bs), self.baseline)
+                               pad_rows(z, bs), pad_rows(np.asarray(labels, np.int32), bs),
+                               pad_rows(clip_img, bs), pad_rows(top_emb, bs),
+                               pad_rows(mask, bs), pad_rows(center, bs), self.baseline)
         res = {kk: np.asarray(v)[:n] for kk, v in res.items()}
         rhos = self._sanity_rhos(variants, scores_all, temb_all)
         hits = self._hits(ims, texts_all, ranked_all)
@@ -574,13 +569,13 @@ class EvalRun:
             if not ok:
                 continue
             x, xc = np.stack(x), np.stack(xc)
-            pred = self.fns.predict(self.classifier, self.cvars, _pad_rows(x, bs))
+            pred = self.fns.predict(self.classifier, self.cvars, pad_rows(x, bs))
             z = np.asarray(pred.z)[:len(ok)]
             labels = np.asarray(pred.label)[:len(ok)]
             probs = np.take_along_axis(np.asarray(pred.probs)[:len(ok)], labels[:, None],
                                        axis=1)[:, 0]
             clip_img = np.asarray(self.fns.clip_image(self.clip, self.clip_vars,
-                                                      _pad_rows(xc, bs)))[:len(ok)]
+                                                      pad_rows(xc, bs)))[:len(ok)]
             for m in self.methods:
                 pos = [j for j, im in enumerate(ok) if im.rel in need[m.label]]
                 pos = pos[:max(0, limit - new)]
@@ -596,7 +591,7 @@ class EvalRun:
                     from eval.pipeline import text2concept_artifacts
 
                     emb = text2concept_artifacts(self.classifier, self.cvars, self.aligner,
-                                                 _pad_rows(xs, bs))["crop_embeddings"]
+                                                 pad_rows(xs, bs))["crop_embeddings"]
                     arts = [{"crop_embeddings": e} for e in emb[:len(ims)]]
                 variants = {v: self._variant(m, v, ims, xs, ds, ls) for v in self.sanity}
                 recs = self._score(m, ims, z[pos], ls, probs[pos], clip_img[pos], arts,

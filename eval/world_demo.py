@@ -32,6 +32,7 @@ from typing import Any, Callable
 import numpy as np
 
 from eval.records import stable_hash
+from texter_jax.batching import map_in_batches
 
 # Method name -> (ExplainConfig overrides, uses the SAE). text2concept has no stage 2.
 METHODS = ("texter", "texter-nosae", "text2concept", "texter-logit")
@@ -105,18 +106,6 @@ class DemoConfig:
             explain_images=4, ig_steps=16, canvas=64, maco_steps=4, maco_crops=2,
             map_crops=2, control_canvases=2, sae_expansion=2, sae_epochs=2, sae_batch=64,
             batch_size=4)
-
-
-def batched(fn: Callable, x: np.ndarray, batch: int = 256) -> np.ndarray:
-    """Applies a jitted ``fn`` over fixed-size batches (the last one padded)."""
-    out = []
-    for s in range(0, len(x), batch):
-        chunk = x[s:s + batch]
-        n = len(chunk)
-        if n < batch:
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - n, axis=0)])
-        out.append(np.asarray(fn(chunk))[:n])
-    return np.concatenate(out)
 
 
 class _Rows:
@@ -245,9 +234,9 @@ class WorldDemo:
         zoomed = render(attrs, seed + 1, image_size=c.image_size, views=views) / np.float32(255)
         feat = jax.jit(lambda x: clf.features(variables, x))
         emb = jax.jit(lambda x: clip.encode_image(clip_vars, x))
-        z = batched(feat, whole)
-        z_all = np.concatenate([z, batched(feat, zoomed)])
-        h_all = np.concatenate([batched(emb, whole), batched(emb, zoomed)])
+        z = map_in_batches(feat, whole)
+        z_all = np.concatenate([z, map_in_batches(feat, zoomed)])
+        h_all = np.concatenate([map_in_batches(emb, whole), map_in_batches(emb, zoomed)])
         al = fit_aligner(z_all, h_all, key=jax.random.key(c.seed), method="closed_form")
         aligner_io.save(folder / "aligner", al, overwrite=True)
         d = z.shape[1]

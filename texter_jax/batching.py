@@ -27,14 +27,35 @@ def shard(x, sharding):
     return x if sharding is None else jax.device_put(x, sharding)
 
 
+def pad_rows(x, n: int):
+    """Pads axis 0 to ``n`` rows by repeating the last row (a no-op at >= n rows).
+
+    Repeating a real row, not zeros, keeps padded rows valid inputs (no NaN from an
+    all-zero image through a normalisation, no empty-text edge case).
+    """
+    if x.shape[0] >= n:
+        return x
+    if isinstance(x, jax.Array):
+        return jnp.concatenate([x, jnp.repeat(x[-1:], n - x.shape[0], axis=0)])
+    return np.concatenate([x, np.repeat(x[-1:], n - x.shape[0], axis=0)], axis=0)
+
+
+def pad_to_multiple(x, multiple: int):
+    """(x padded along axis 0 to a multiple of ``multiple``, the real row count)."""
+    n = x.shape[0]
+    return pad_rows(x, -(-n // multiple) * multiple), n
+
+
 def pad_batch(x, n_devices: int | None = None):
     """Pads axis 0 to a multiple of the device count by repeating the last row."""
-    n = x.shape[0]
-    d = n_devices or jax.local_device_count()
-    padded = -(-n // d) * d
-    if padded == n:
-        return x, n
-    pad = jnp.repeat(x[-1:], padded - n, axis=0) if isinstance(x, jax.Array) else \
-        np.repeat(x[-1:], padded - n, axis=0)
-    return (jnp.concatenate([x, pad]) if isinstance(x, jax.Array)
-            else np.concatenate([x, pad], axis=0)), n
+    return pad_to_multiple(x, n_devices or jax.local_device_count())
+
+
+def map_in_batches(fn, x, batch: int = 256) -> np.ndarray:
+    """``fn`` over fixed-size chunks of axis 0 (the last one padded), so a jitted ``fn``
+    compiles once; returns the real rows' outputs concatenated, as numpy."""
+    out = []
+    for s in range(0, len(x), batch):
+        chunk = x[s:s + batch]
+        out.append(np.asarray(fn(pad_rows(chunk, batch)))[:len(chunk)])
+    return np.concatenate(out)

@@ -43,6 +43,7 @@ import jax
 import numpy as np
 import optax
 
+from texter_jax.batching import map_in_batches
 from texter_jax.classifier import Classifier
 from texter_jax.models.resnet import ResNetConfig, make_classifier
 from texter_jax.world.attributes import DISCRETE, WORLD_VERSION, WorldAttrs, sample_attributes
@@ -168,17 +169,12 @@ def logits_fn(clf: Classifier, variables) -> Callable[[np.ndarray], jax.Array]:
 
 
 def padded_logits(fn: Callable, images: np.ndarray, batch: int = 256) -> np.ndarray:
-    """``fn`` over fixed-size chunks (the last one zero-padded), so a jitted ``fn``
-    compiles once. images: [N, S, S, 3] uint8 or float in [0, 1] -> logits [N, C]."""
-    out = []
-    for i in range(0, len(images), batch):
-        x = images[i:i + batch]
-        x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
-        n = len(x)
-        if n < batch:
-            x = np.concatenate([x, np.zeros((batch - n, *x.shape[1:]), np.float32)])
-        out.append(np.asarray(fn(x))[:n])
-    return np.concatenate(out)
+    """``fn`` over fixed-size chunks (``map_in_batches``), so a jitted ``fn`` compiles
+    once. images: [N, S, S, 3] uint8 or float in [0, 1] -> logits [N, C]."""
+    def as_float(x):
+        return x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
+
+    return map_in_batches(lambda x: fn(as_float(x)), images, batch)
 
 
 def accuracy(fn: Callable, images_u8: np.ndarray, labels: np.ndarray) -> float:

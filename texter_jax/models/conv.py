@@ -33,6 +33,7 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+from flax import linen as nn
 from jax import lax
 
 from texter_jax.types import Array
@@ -164,3 +165,17 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
     if feature_group_count > 1:
         return depthwise_conv(lhs, rhs, strides, pads)
     return _conv(lhs, rhs, strides, pads, int(feature_group_count), precision)
+
+
+def conv_layer(features: int, kernel: int, stride: int, name: str, *, padding,
+               groups: int = 1) -> nn.Conv:
+    """A bias-free square Linen convolution that runs through :func:`conv_general_dilated`
+    (the CNN zoo's convolutions: ResNet pads like torch, EfficientNet like TF)."""
+    return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding=padding,
+                   feature_group_count=groups, use_bias=False, name=name,
+                   conv_general_dilated=conv_general_dilated)
+
+
+def frozen_batch_norm(name: str, epsilon: float) -> nn.BatchNorm:
+    """Inference-mode BatchNorm (running statistics from ``batch_stats``)."""
+    return nn.BatchNorm(use_running_average=True, epsilon=epsilon, name=name)

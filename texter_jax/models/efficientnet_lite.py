@@ -41,7 +41,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from texter_jax.classifier import Classifier
-from texter_jax.models.conv import conv_general_dilated
+from texter_jax.models.conv import conv_layer, frozen_batch_norm
 from texter_jax.models.registry import config_from_dict
 from texter_jax.types import Array
 
@@ -164,13 +164,11 @@ class EfficientNetLiteConfig:
 
 
 def _conv(features: int, kernel: int, stride: int, name: str, groups: int = 1) -> nn.Conv:
-    return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding="SAME",
-                   feature_group_count=groups, use_bias=False, name=name,
-                   conv_general_dilated=conv_general_dilated)
+    return conv_layer(features, kernel, stride, name, padding="SAME", groups=groups)
 
 
 def _bn(name: str) -> nn.BatchNorm:
-    return nn.BatchNorm(use_running_average=True, epsilon=BN_EPSILON, name=name)
+    return frozen_batch_norm(name, BN_EPSILON)
 
 
 class MBConv(nn.Module):

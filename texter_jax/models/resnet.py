@@ -29,7 +29,7 @@ from flax import linen as nn
 
 from texter_jax.classifier import Classifier
 from texter_jax.models import registry
-from texter_jax.models.conv import conv_general_dilated
+from texter_jax.models.conv import conv_layer, frozen_batch_norm
 from texter_jax.types import Array
 
 BN_EPSILON = 1e-5  # torch.nn.BatchNorm2d default, used by torchvision and HF ResNets.
@@ -146,13 +146,11 @@ def config_from_dict(config: dict[str, Any]) -> ResNetConfig:
 def _conv(features: int, kernel: int, stride: int, name: str) -> nn.Conv:
     # torch pads k // 2 on every side; "SAME" would pad asymmetrically at stride 2.
     pad = kernel // 2
-    return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
-                   padding=((pad, pad), (pad, pad)), use_bias=False, name=name,
-                   conv_general_dilated=conv_general_dilated)
+    return conv_layer(features, kernel, stride, name, padding=((pad, pad), (pad, pad)))
 
 
 def _bn(name: str) -> nn.BatchNorm:
-    return nn.BatchNorm(use_running_average=True, epsilon=BN_EPSILON, name=name)
+    return frozen_batch_norm(name, BN_EPSILON)
 
 
 class Stem(nn.Module):
