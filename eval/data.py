@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from texter_jax.io.class_names import read_class_index  # noqa: F401 (re-export)
-from texter_jax.io.images import IMAGE_SUFFIXES, load_rgb, resize_center_crop
+from texter_jax.io.images import image_files, load_rgb, resize_center_crop
 
 TRUTH_FORMAT = "texter_jax/eval-truth/v1"
 
@@ -91,12 +91,11 @@ def list_image_folder(root: str | os.PathLike, *, loose: bool = False
     if not root.is_dir():
         raise EvalDataError(f"{root} is not a folder (expected <root>/<class>/<image>)")
     out = []
-    for p in sorted(root.rglob("*")):
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
-            rel = p.relative_to(root).as_posix()
-            if "/" not in rel and not loose:
-                continue
-            out.append((p, rel, rel.split("/", 1)[0] if "/" in rel else ""))
+    for p in image_files(root):
+        rel = p.relative_to(root).as_posix()
+        if "/" not in rel and not loose:
+            continue
+        out.append((p, rel, rel.split("/", 1)[0] if "/" in rel else ""))
     if not out:
         raise EvalDataError(f"no images in class folders under {root} "
                             "(expected <root>/<class>/<image>)")

@@ -37,10 +37,10 @@ import numpy as np
 
 from texter_jax.distributed import SINGLE, ProcessGroup
 from texter_jax.io.atomic import write_bytes_atomic, write_json_atomic
+from texter_jax.io.images import image_files, load_rgb, resize_center_crop
 
 FORMAT = "texter_jax/features/v1"
 MANIFEST = "manifest.json"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 
 # name -> (resize of the shorter side, centre crop, PIL resampling filter name)
 PREPROCESS: dict[str, tuple[int, int, str]] = {
@@ -71,12 +71,9 @@ def list_image_folder(root: str | os.PathLike) -> tuple[list[tuple[str, int]], l
     classes = sorted(p.name for p in root.iterdir() if p.is_dir())
     items: list[tuple[str, int]] = []
     for label, name in enumerate(classes):
-        for p in sorted((root / name).rglob("*")):
-            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
-                items.append((str(p), label))
+        items += [(str(p), label) for p in image_files(root / name)]
     if not classes:
-        items = [(str(p), -1) for p in sorted(root.iterdir())
-                 if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+        items = [(str(p), -1) for p in image_files(root, recursive=False)]
     if not items:
         raise FileNotFoundError(f"no images under {root}")
     return items, classes
@@ -124,8 +121,6 @@ def preprocess_image(path: str | os.PathLike, preprocess: str) -> np.ndarray:
     Raises:
       texter_jax.io.images.ImageLoadError: the file cannot be decoded (names the file).
     """
-    from texter_jax.io.images import load_rgb, resize_center_crop
-
     resize, crop, resample = PREPROCESS[preprocess]
     im = resize_center_crop(load_rgb(path), resize, crop, resample=resample)
     return np.asarray(im, dtype=np.uint8)

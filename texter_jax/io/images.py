@@ -21,6 +21,13 @@ class ImageLoadError(ValueError):
     """An image file cannot be decoded; the message names the file."""
 
 
+def image_files(folder: str | os.PathLike, *, recursive: bool = True) -> list[Path]:
+    """The image files in ``folder`` (by suffix, case-insensitive), sorted by path."""
+    folder = Path(folder)
+    entries = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in entries if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
 def list_images(inputs: Iterable[str | os.PathLike]) -> list[Path]:
     """Expands files, folders (recursively) and glob patterns into sorted image paths.
 
@@ -32,8 +39,7 @@ def list_images(inputs: Iterable[str | os.PathLike]) -> list[Path]:
         text = str(item)
         path = Path(text)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*")
-                           if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            found = image_files(path)
         elif path.is_file():
             found = [path]
         else:
