@@ -18,46 +18,35 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from texter_jax.classifier import IMAGENET_MEAN, IMAGENET_STD, Classifier
-from texter_jax.models.vit import VisionTransformer
+from texter_jax.classifier import Classifier
+from texter_jax.models.vit import ViTConfig, VisionTransformer
 from texter_jax.types import Array
 
 FAMILY = "dino_vit"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class DinoViTConfig:
+class DinoViTConfig(ViTConfig):
     """A DINO ViT plus linear probe (defaults: ViT-S/8 at 224, ImageNet-1k head).
 
     Attributes:
       image_size, patch_size, hidden_size, depth, num_heads, mlp_dim, num_classes,
-        layer_norm_eps, qkv_bias, mean, std: as in :class:`texter_jax.models.vit.ViTConfig`.
+        layer_norm_eps, qkv_bias, mean, std: as in :class:`texter_jax.models.vit.ViTConfig`
+        (whose checks apply), with ViT-S/8's sizes as defaults.
       n_last_blocks: how many final blocks' class tokens the head reads.
       avgpool_patchtokens: also use the mean patch token of the last block (DINO only
         supports this with ``n_last_blocks == 1``).
     """
 
-    image_size: int = 224
     patch_size: int = 8
     hidden_size: int = 384
-    depth: int = 12
     num_heads: int = 6
     mlp_dim: int = 1536
-    num_classes: int = 1000
-    layer_norm_eps: float = 1e-6
-    qkv_bias: bool = True
     n_last_blocks: int = 4
     avgpool_patchtokens: bool = False
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
 
     def __post_init__(self):
-        if self.hidden_size % self.num_heads:
-            raise ValueError(
-                f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
-        if self.image_size % self.patch_size:
-            raise ValueError(
-                f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+        super().__post_init__()
         if not 1 <= self.n_last_blocks <= self.depth:
             raise ValueError(f"n_last_blocks must be in [1, depth={self.depth}], "
                              f"got {self.n_last_blocks}")
@@ -65,12 +54,6 @@ class DinoViTConfig:
             # DINO's eval_linear concatenates along a new last axis, which only
             # type-checks for one block; follow it rather than invent a layout.
             raise ValueError("avgpool_patchtokens needs n_last_blocks == 1 (as in DINO)")
-        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
-        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
-
-    @property
-    def num_patches(self) -> int:
-        return (self.image_size // self.patch_size) ** 2
 
     @property
     def feature_dim(self) -> int:
