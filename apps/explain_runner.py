@@ -12,10 +12,28 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from tqdm import tqdm
 
+from apps.artifacts import load_aligner, load_sae
+from texter_jax import mapping
 from texter_jax.batching import pad_to_multiple
+from texter_jax.classifier import Classifier
+from texter_jax.concepts.banks import resolve_bank
+from texter_jax.emphasis import MacoConfig, default_spectrum, final_objective
+from texter_jax.explain import (ExplainConfig, explain_batch, image_keys,
+                                text_to_concept_embed_batch)
+from texter_jax.figures import explanation_figure
 from texter_jax.io.atomic import write_json_atomic
+from texter_jax.io.checkpoints import load_model
+from texter_jax.io.class_names import read_class_index
+from texter_jax.io.images import ImageLoadError, list_images, load_image
+from texter_jax.mapping import concept_alpha, normalize_concept_image
+from texter_jax.text.tokenizer import ClipTokenizer
+from texter_jax.text_cache import TextEmbeddingCache, checkpoint_identity
+from texter_jax.types import ImageTextModel
 
 RESULTS_FORMAT = "texter_jax/explanation/v1"
 
@@ -26,21 +44,16 @@ class ExplainSetupError(ValueError):
 
 def load_class_names(path: str | None, num_classes: int) -> list[str]:
     """Class names in index order (see :func:`texter_jax.io.class_names.read_class_index`)."""
-    from texter_jax.io.class_names import read_class_index
 
     return read_class_index(path, num_classes)[0]
 
 
 def text_encoder(clip, variables, clip_dir: str) -> Callable[[list[str]], np.ndarray]:
     """``texts -> float32 [N, E]`` through the CLIP text tower (jit, fixed batch shapes)."""
-    import jax
-    import jax.numpy as jnp
 
     if hasattr(clip, "tokenize"):
         tokenize = clip.tokenize
     else:
-        from texter_jax.text.tokenizer import ClipTokenizer
-
         tokenize = ClipTokenizer.from_dir(clip_dir)
         cfg = clip.config
         if getattr(cfg, "text_pooling", None) == "eos" and \
@@ -73,13 +86,6 @@ class ExplainRun:
 
     def load(self) -> None:
         """Loads classifier, CLIP (both towers), aligner, SAE, class names, text cache."""
-        import jax
-
-        from texter_jax.classifier import Classifier
-        from apps.artifacts import load_aligner, load_sae
-        from texter_jax.io.checkpoints import load_model
-        from texter_jax.text_cache import TextEmbeddingCache, checkpoint_identity
-        from texter_jax.types import ImageTextModel
 
         a = self.args
         self.classifier, cvars = load_model(a.classifier)
@@ -114,9 +120,6 @@ class ExplainRun:
         self.encode_texts = text_encoder(self.clip, self.clip_vars, a.clip)
 
     def _explain_config(self):
-        from texter_jax.emphasis import MacoConfig
-        from texter_jax.explain import ExplainConfig
-
         a = self.args
         maco = MacoConfig(canvas=a.canvas, steps=a.steps, n_crops=a.crops,
                           crop_size=self.classifier.image_size)
@@ -126,8 +129,6 @@ class ExplainRun:
             map_crops=a.map_crops, compute_dtype="bfloat16" if a.bf16 else None)
 
     def bank_for(self, class_name: str, image_name: str) -> list[str]:
-        from texter_jax.concepts.banks import resolve_bank
-
         a = self.args
         return resolve_bank(class_name, root=a.bank_root, image_name=image_name,
                             files=a.bank, use_generic=False if a.no_generic else None)
@@ -135,14 +136,6 @@ class ExplainRun:
     # -- the run ------------------------------------------------------------------
 
     def run(self) -> int:
-        from tqdm import tqdm
-
-        from texter_jax.emphasis import final_objective
-        from texter_jax.explain import (explain_batch, image_keys,
-                                         text_to_concept_embed_batch)
-        from texter_jax.io.images import ImageLoadError, list_images, load_image
-        from texter_jax import mapping
-
         a = self.args
         try:
             self.load()
@@ -156,8 +149,6 @@ class ExplainRun:
             return 2
         magnitude = None
         if config is not None:
-            from texter_jax.emphasis import default_spectrum
-
             magnitude = default_spectrum(config.maco.canvas, a.spectrum)
         out = Path(a.out)
         out.mkdir(parents=True, exist_ok=True)
@@ -244,9 +235,6 @@ class ExplainRun:
         return 0 if written else 1
 
     def _figure(self, path, image, record, ranked, ex, j):
-        from texter_jax.figures import explanation_figure
-        from texter_jax.mapping import concept_alpha, normalize_concept_image
-
         title = f"{record['image_filename']}\npred: {record['pred_class_name']} " \
                 f"({record['pred_prob']:.3f})"
         kwargs = {}
