@@ -32,7 +32,6 @@ from typing import Any, Callable
 import numpy as np
 
 from eval.records import stable_hash
-from texter_jax.batching import map_in_batches
 
 # Method name -> (ExplainConfig overrides, uses the SAE). text2concept has no stage 2.
 METHODS = ("texter", "texter-nosae", "text2concept", "texter-logit")
@@ -204,8 +203,8 @@ class WorldDemo:
 
         from texter_jax import aligner as aligner_io
         from texter_jax import sae as sae_io
-        from texter_jax.sae import Sae
-        from texter_jax.sae import SaeConfig
+        from texter_jax.batching import map_in_batches
+        from texter_jax.sae import Sae, SaeConfig
         from texter_jax.world.attributes import sample_attributes
         from texter_jax.world.generator import render
         from texter_jax.world.views import DEFAULT_MIX, sample_views

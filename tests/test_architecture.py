@@ -53,3 +53,16 @@ def test_public_api_names_resolve():
     assert not missing, missing
     assert texter_jax.explain_batch.__module__ == "texter_jax.explain"
     assert texter_jax.contributions_of.__name__ == "contributions"
+
+
+def test_cli_help_does_not_load_jax():
+    # `texter --help` builds every subcommand's parser (CLI defaults come from config
+    # dataclasses); none of that may pay for JAX or torch.
+    import subprocess
+    import sys
+
+    code = ("import sys, apps.cli; apps.cli.build_parser(); "
+            "print(sorted(m for m in ('jax', 'torch', 'flax') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=LIBRARY.parent,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr
