@@ -4,7 +4,8 @@
   format) or the release's ``linear_aligner.pth`` (``{"W": [d_clip, d_feat], "b":
   [d_clip]}``, read by ``converters.release``);
 * SAE: a folder written by ``texter train-sae`` (its ``sae/`` subfolder or the run
-  folder itself; :mod:`texter_jax.sae`'s format) or the release's ``sae_model.pth``.
+  folder itself; :mod:`texter_jax.sae`'s format) or the release's ``sae_model.pth``;
+* a whole session (:func:`load_session`): the library's loader with this dispatch.
 
 Release ``.pth`` files need torch (the ``[convert]`` extra); it is imported only then.
 """
@@ -18,6 +19,7 @@ import numpy as np
 
 from texter_jax import aligner as aligner_io
 from texter_jax import sae as sae_io
+from texter_jax import session
 from texter_jax.io.checkpoints import CheckpointError
 
 RELEASE_SUFFIXES = (".pth", ".pt", ".bin")
@@ -45,10 +47,14 @@ def load_sae(path: str | os.PathLike) -> sae_io.Sae:
         from converters.release import load_release_sae  # needs torch
 
         config, params = load_release_sae(path)
-    elif path.is_dir():
-        folder = path / "sae" if (path / "sae" / "sae.json").is_file() else path
-        config, params = sae_io.load(folder)
-    else:
-        raise CheckpointError(f"no SAE at {path}: expected a `texter train-sae` folder or "
-                              "the release's sae_model.pth")
-    return sae_io.Sae(params, int(config.top_k))
+        return sae_io.Sae(params, int(config.top_k))
+    if path.is_dir():
+        return sae_io.load_sae(path)
+    raise CheckpointError(f"no SAE at {path}: expected a `texter train-sae` folder or "
+                          "the release's sae_model.pth")
+
+
+def load_session(classifier, clip, aligner, sae=None, **kwargs) -> session.Session:
+    """:func:`texter_jax.session.load` reading the aligner and SAE in either form."""
+    return session.load(classifier, clip, aligner, sae, load_aligner=load_aligner,
+                        load_sae=load_sae, **kwargs)

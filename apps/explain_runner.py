@@ -10,66 +10,26 @@ import dataclasses
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from apps.artifacts import load_aligner, load_sae
+from apps.artifacts import load_session
 from texter_jax import mapping
-from texter_jax.batching import pad_to_multiple
-from texter_jax.classifier import Classifier
-from texter_jax.concepts.banks import resolve_bank
 from texter_jax.emphasis import MacoConfig, default_spectrum, final_objective
-from texter_jax.explain import (ExplainConfig, explain_batch, image_keys,
-                                text_to_concept_embed_batch)
+from texter_jax.explain import ExplainConfig, image_keys
 from texter_jax.figures import explanation_figure
 from texter_jax.io.atomic import write_json_atomic
-from texter_jax.io.checkpoints import load_model
-from texter_jax.io.class_names import read_class_index
 from texter_jax.io.images import ImageLoadError, list_images, load_image
 from texter_jax.mapping import concept_alpha, normalize_concept_image
-from texter_jax.text.tokenizer import ClipTokenizer
-from texter_jax.text_cache import TextEmbeddingCache, checkpoint_identity
-from texter_jax.types import ImageTextModel
+from texter_jax.session import Banks, SessionError
 
 RESULTS_FORMAT = "texter_jax/explanation/v1"
 
 
 class ExplainSetupError(ValueError):
     """Models, aligner, SAE or banks do not fit together; the message says which."""
-
-
-def load_class_names(path: str | None, num_classes: int) -> list[str]:
-    """Class names in index order (see :func:`texter_jax.io.class_names.read_class_index`)."""
-
-    return read_class_index(path, num_classes)[0]
-
-
-def text_encoder(clip, variables, clip_dir: str) -> Callable[[list[str]], np.ndarray]:
-    """``texts -> float32 [N, E]`` through the CLIP text tower (jit, fixed batch shapes)."""
-
-    if hasattr(clip, "tokenize"):
-        tokenize = clip.tokenize
-    else:
-        tokenize = ClipTokenizer.from_dir(clip_dir)
-        cfg = clip.config
-        if getattr(cfg, "text_pooling", None) == "eos" and \
-                tokenize.eos_token_id != cfg.eos_token_id:
-            raise ValueError(
-                f"{clip_dir}: the tokenizer's <|endoftext|> id is {tokenize.eos_token_id} but "
-                f"the text tower pools at id {cfg.eos_token_id}; every text would get the "
-                "same embedding. Use the tokenizer files that belong to this checkpoint.")
-    encode = jax.jit(lambda ids: clip.encode_text(variables, ids))
-
-    def fn(texts: list[str]) -> np.ndarray:
-        ids = np.asarray(tokenize(list(texts)), np.int32)
-        ids, n = pad_to_multiple(ids, 64)  # bucket sizes: few compiles
-        return np.asarray(encode(jnp.asarray(ids)))[:n]
-
-    return fn
 
 
 @dataclasses.dataclass
@@ -85,39 +45,19 @@ class ExplainRun:
     # -- set-up -------------------------------------------------------------------
 
     def load(self) -> None:
-        """Loads classifier, CLIP (both towers), aligner, SAE, class names, text cache."""
-
+        """The session (classifier, CLIP, aligner, SAE, class names, banks, text cache)."""
         a = self.args
-        self.classifier, cvars = load_model(a.classifier)
-        if not isinstance(self.classifier, Classifier):
-            raise ExplainSetupError(f"{a.classifier} holds a {self.classifier.family} model, "
-                                    "not a classifier")
-        self.cvars = jax.tree.map(jax.numpy.asarray, cvars)
-        self.clip, clip_vars = load_model(a.clip)
-        self.clip_vars = jax.tree.map(jax.numpy.asarray, clip_vars)
-        if not isinstance(self.clip, ImageTextModel):
-            raise ExplainSetupError(f"{a.clip} holds a {self.clip.family} model, not a CLIP")
-        self.aligner = load_aligner(a.aligner)
-        d, e = self.classifier.feature_dim, self.clip.embed_dim
-        if self.aligner.w.shape != (e, d):
-            raise ExplainSetupError(
-                f"aligner {a.aligner}: W is {self.aligner.w.shape}, but the classifier has "
-                f"{d} features and the CLIP embeds in {e} (expected W [{e}, {d}])")
         self.use_sae = a.method == "texter" and not a.no_sae
-        self.sae = None
-        if self.use_sae:
-            if a.sae is None:
-                raise ExplainSetupError("TEXTER uses a TopK SAE by default: pass --sae PATH "
-                                        "(or --no-sae to work on classifier features)")
-            self.sae = load_sae(a.sae)
-            d_sae = self.sae.params["encoder"]["kernel"].shape[0]
-            if d_sae != d:
-                raise ExplainSetupError(f"SAE {a.sae} takes {d_sae}-d inputs, but "
-                                        f"the classifier has {d} features")
-        self.class_names = load_class_names(a.class_names, self.classifier.num_classes)
-        cache_root = Path(a.text_cache) if a.text_cache else Path(a.out) / ".text_cache"
-        self.text_cache = TextEmbeddingCache(cache_root, checkpoint_identity(a.clip))
-        self.encode_texts = text_encoder(self.clip, self.clip_vars, a.clip)
+        if self.use_sae and a.sae is None:
+            raise ExplainSetupError("TEXTER uses a TopK SAE by default: pass --sae PATH "
+                                    "(or --no-sae to work on classifier features)")
+        self.session = load_session(
+            a.classifier, a.clip, a.aligner, a.sae if self.use_sae else None,
+            class_names=a.class_names,
+            text_cache=a.text_cache or Path(a.out) / ".text_cache",
+            banks=Banks(root=a.bank_root, files=tuple(a.bank),
+                        use_generic=False if a.no_generic else None))
+        self.classifier = self.session.classifier
 
     def _explain_config(self):
         a = self.args
@@ -128,11 +68,6 @@ class ExplainRun:
             use_sae=self.use_sae, ranked_units=max(16, a.k_neu), maco=maco,
             map_crops=a.map_crops, compute_dtype="bfloat16" if a.bf16 else None)
 
-    def bank_for(self, class_name: str, image_name: str) -> list[str]:
-        a = self.args
-        return resolve_bank(class_name, root=a.bank_root, image_name=image_name,
-                            files=a.bank, use_generic=False if a.no_generic else None)
-
     # -- the run ------------------------------------------------------------------
 
     def run(self) -> int:
@@ -141,7 +76,7 @@ class ExplainRun:
             self.load()
             config = self._explain_config() if a.method == "texter" else None
             paths = list_images(a.images)
-        except (ExplainSetupError, FileNotFoundError, ValueError) as e:
+        except (ExplainSetupError, SessionError, FileNotFoundError, ValueError) as e:
             print(f"texter explain: error: {e}", file=sys.stderr)
             return 2
         if not paths:
@@ -150,6 +85,7 @@ class ExplainRun:
         magnitude = None
         if config is not None:
             magnitude = default_spectrum(config.maco.canvas, a.spectrum)
+        session = self.session
         out = Path(a.out)
         out.mkdir(parents=True, exist_ok=True)
         size = self.classifier.image_size
@@ -174,18 +110,16 @@ class ExplainRun:
                 continue
             batch = np.stack(imgs)
             if a.method == "texter":
-                ex = explain_batch(self.classifier, self.cvars, self.aligner, None, batch,
-                                   image_keys(a.seed, idx), config, sae=self.sae,
-                                   magnitude=magnitude)
+                ex = session.explain(batch, image_keys(a.seed, idx), config,
+                                     magnitude=magnitude)
                 labels, probs, emb = ex.label, ex.prob, ex.crop_embeddings
             else:
-                labels, probs, emb = text_to_concept_embed_batch(
-                    self.classifier, self.cvars, self.aligner, batch)
+                labels, probs, emb = session.text_to_concept(batch)
                 ex = None
             for j, i in enumerate(idx):
-                cls = self.class_names[int(labels[j])]
-                texts = self.bank_for(cls, paths[i].stem)
-                text_emb = self.text_cache.get(texts, self.encode_texts)
+                cls = session.class_names[int(labels[j])]
+                texts = session.bank_for(cls, paths[i].stem)
+                text_emb = session.text_embeddings(texts)
                 scores = np.asarray(mapping.retrieve(emb[j:j + 1], text_emb))[0]
                 ranked = mapping.rank_concepts(scores, texts)
                 record = {

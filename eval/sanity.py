@@ -159,31 +159,6 @@ def randomized_variables(key: PRNGKey, classifier, variables: Variables, variant
     return randomize(key, variables, chosen), paths
 
 
-def random_units(key: PRNGKey, active: Array, ranked: int) -> tuple[Array, Array]:
-    """Random unit rankings drawn uniformly from each row's pool.
-
-    Args:
-      key: PRNG key.
-      active: bool [B, U], the pool (active SAE codes, or all True for features).
-      ranked: R, units per row (the retry rule may use more than k_neu of them).
-
-    Returns:
-      ``(ids int32 [B, R], valid bool [B, R])``: a uniformly random ordering of the pool
-      (valid entries form a prefix; rows with fewer than R active units are padded with
-      id 0 / valid False).
-    """
-    u = jax.random.uniform(key, active.shape)
-    score = jnp.where(active, u, -1.0)
-    vals, ids = jax.lax.top_k(score, min(ranked, active.shape[1]))
-    valid = vals >= 0
-    ids = jnp.where(valid, ids, 0).astype(jnp.int32)
-    pad = ranked - ids.shape[1]
-    if pad > 0:
-        ids = jnp.pad(ids, ((0, 0), (0, pad)))
-        valid = jnp.pad(valid, ((0, 0), (0, pad)))
-    return ids, valid
-
-
 def describe(paths: list[str], limit: int = 6) -> str:
     """Short human summary of randomised paths for run.json."""
     heads = sorted({p.rsplit("/", 1)[0] for p in paths})

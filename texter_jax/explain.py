@@ -1,9 +1,10 @@
 """TEXTER end to end, batched: contributions -> emphasis -> mapping -> retrieval.
 
-The four stages are pure functions of ``(params, inputs, key)``; :func:`explain_batch`
-composes them for a batch of B images that each carry their own predicted class and
-unit set. Shapes below: B images, D classifier features, n SAE codes, k selected units,
-S MACO canvas, C stage-3 crops, E CLIP embedding size, T concept texts.
+:func:`explain_batch` composes the pure stages (:mod:`texter_jax.stages`, MACO from
+:mod:`texter_jax.emphasis`) for a batch of B images that each carry their own class and
+unit set, with jit at the edges and the batch sharded over the local devices. Shapes
+below: B images, D classifier features, n SAE codes, k selected units, S MACO canvas,
+C stage-3 crops, E CLIP embedding size, T concept texts.
 
 References:
   Yamauchi, Kera, Kawamoto. Zero-Shot Textual Explanations via Translating
@@ -23,14 +24,22 @@ import jax.numpy as jnp
 import numpy as np
 
 from texter_jax import mapping
-from texter_jax.aligner import Aligner, align
+from texter_jax.aligner import Aligner
 from texter_jax.batching import batch_sharding, pad_batch, shard
 from texter_jax.classifier import Classifier
-from texter_jax.contributions import ig_features, ig_sae_codes, top_units
-from texter_jax.emphasis import (MacoConfig, features_objective, logits_objective,
-                                 maco_batch_with_retry, sae_objective)
+from texter_jax.emphasis import (MacoConfig, default_spectrum, features_objective,
+                                 logits_objective, maco_batch_with_retry, sae_objective)
 from texter_jax.sae import Sae, sae_encode
+# The stages are re-exported: ``texter_jax.explain`` is where users look for them.
+from texter_jax.stages import (UNIT_SELECTORS, Contributions, Prediction,  # noqa: F401
+                               contributions, embed_concept_images, predict, select_units,
+                               text_to_concept, text_to_concept_embeddings)
 from texter_jax.types import Array, PRNGKey, Variables
+
+# ``fold_in`` tags of an image's key: what each random stream of its explanation derives
+# from. "another_seed" is a whole second stream (the seed floor of the sanity checks):
+# fold it into the image keys first, then explain as usual.
+KEY_TAGS = {"maco": 0, "crops": 1, "random_units": 2, "another_seed": 3}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -105,25 +114,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-class Prediction(NamedTuple):
-    """Classifier outputs. z: [B, D]; logits: [B, C]; probs: [B, C]; label: int32 [B]."""
-
-    z: Array
-    logits: Array
-    probs: Array
-    label: Array
-
-
-class Contributions(NamedTuple):
-    """Stage 1. scores: [B, U] attributions (U = n with SAE, D without); ranked_ids /
-    ranked_scores: [B, R] units best first; ranked_valid: bool [B, R]."""
-
-    scores: Array
-    ranked_ids: Array
-    ranked_scores: Array
-    ranked_valid: Array
-
-
 class Explanation(NamedTuple):
     """Everything :func:`explain_batch` computes for B images (host numpy arrays).
 
@@ -152,93 +142,17 @@ class Explanation(NamedTuple):
     crop_labels: np.ndarray
 
 
-# ---------------------------------------------------------------------------------
-# Pure stage functions.
-
-
-def predict(classifier: Classifier, variables: Variables, images: Array) -> Prediction:
-    """images float32 [B, H, W, 3] in [0, 1] -> features, logits, softmax, argmax."""
-    z = classifier.features(variables, images)
-    logits = classifier.head(variables, z)
-    return Prediction(z, logits, jax.nn.softmax(logits, axis=-1),
-                      jnp.argmax(logits, axis=-1).astype(jnp.int32))
-
-
-def contributions(classifier: Classifier, variables: Variables, z: Array, class_idx: Array,
-                  sae: Sae | None, *, steps: int, method: str, ranked: int,
-                  ranking: str = "abs") -> Contributions:
-    """Stage 1: IG of ``F_c`` over features (sae None) or TopK SAE codes.
-
-    Args:
-      z: float32 [B, D] features; class_idx: int [B] target classes.
-      ranked: R, the number of ranked units returned.
-      ranking: ``"abs"`` (release) or ``"signed"``, see :class:`ExplainConfig`.
-    """
-    head = functools.partial(classifier.head, variables)
-    if sae is None:
-        scores = ig_features(head, z, class_idx, steps=steps, method=method)
-        active = None
-    else:
-        _, codes = sae_encode(sae.params, z, sae.top_k)
-        scores = ig_sae_codes(head, sae.params, codes, class_idx, steps=steps, method=method)
-        active = codes != 0  # the release ranks only the codes that fired
-    ids, vals = top_units(scores, ranked, active)
-    if ranking == "signed":
-        positive = scores > 0 if active is None else active & (scores > 0)
-        s_ids, s_vals = top_units(scores, ranked, positive, by="signed")
-        # A row with no positive contribution keeps the |score| ranking.
-        has = (s_ids[:, :1] >= 0)
-        ids, vals = jnp.where(has, s_ids, ids), jnp.where(has, s_vals, vals)
-    return Contributions(scores, ids, vals, ids >= 0)
-
-
-def embed_concept_images(classifier: Classifier, variables: Variables, aligner: Aligner,
-                         keys: PRNGKey, images: Array, transparency: Array, *,
-                         n_crops: int, whole: bool = False) -> tuple[Array, Array]:
-    """Stage 3 image side: blend, crop, classifier features, aligner.
-
-    Args:
-      keys: [B] PRNG keys, one per image (crop positions).
-      images: float32 [B, S, S, 3] MACO images; transparency: [B, S, S, 3].
-      whole: also read the whole blended canvas (see :func:`texter_jax.mapping.read_canvases`).
-    Returns:
-      ``(embeddings float32 [B, C, E], logits [B, C, K])``: aligned (not yet normalised)
-      embeddings and the classifier's logits of the C views (n_crops, + 1 with whole).
-    """
-    blended = jax.vmap(mapping.postprocess_concept_image)(images, transparency)
-    return mapping.read_canvases(classifier, variables, aligner.w, aligner.b, keys, blended,
-                                 n_crops=n_crops, whole=whole)
-
-
-def text_to_concept(classifier: Classifier, variables: Variables, aligner: Aligner,
-                    images: Array) -> tuple[Prediction, Array]:
-    """The Text-to-Concept baseline's image side with the prediction, one classifier pass.
-
-    images float32 [B, H, W, 3] in [0, 1] -> ``(Prediction, embeddings [B, 1, E])``: the
-    global features through the aligner (one "crop": the image itself).
-    """
-    pred = predict(classifier, variables, images)
-    return pred, align(aligner.w, aligner.b, pred.z)[:, None, :]
-
-
-def text_to_concept_embeddings(classifier: Classifier, variables: Variables,
-                               aligner: Aligner, images: Array) -> Array:
-    """:func:`text_to_concept` without the prediction: [B, H, W, 3] -> [B, 1, E]."""
-    return text_to_concept(classifier, variables, aligner, images)[1]
-
-
-# ---------------------------------------------------------------------------------
-# Composition with jit at the edges and sharding over devices.
-
 
 @functools.partial(jax.jit, static_argnames=("classifier", "steps", "method", "ranked",
-                                              "use_sae", "top_k", "ranking"))
-def _stage1(classifier, variables, sae_params, images, *, steps, method, ranked, use_sae,
-            top_k, ranking):
+                                              "use_sae", "top_k", "ranking", "selector"))
+def _stage1(classifier, variables, sae_params, images, class_idx, unit_keys, *, steps,
+            method, ranked, use_sae, top_k, ranking, selector):
     pred = predict(classifier, variables, images)
     sae = Sae(sae_params, top_k) if use_sae else None
-    contrib = contributions(classifier, variables, pred.z, pred.label, sae, steps=steps,
-                            method=method, ranked=ranked, ranking=ranking)
+    target = pred.label if class_idx is None else class_idx
+    contrib = select_units(classifier, variables, pred.z, target, sae, unit_keys,
+                           selector=selector, steps=steps, method=method, ranked=ranked,
+                           ranking=ranking)
     return pred, contrib
 
 
@@ -266,9 +180,16 @@ def image_keys(seed: int, indices) -> Array:
     return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.asarray(indices, jnp.uint32))
 
 
+def fold_keys(keys: PRNGKey, tag: str) -> PRNGKey:
+    """``fold_in(keys[b], KEY_TAGS[tag])`` for every image key [B]."""
+    return jax.vmap(lambda k: jax.random.fold_in(k, KEY_TAGS[tag]))(keys)
+
+
 def explain_batch(classifier: Classifier, variables: Variables, aligner: Aligner,
                   text_emb: Array, images, keys: PRNGKey, config: ExplainConfig,
-                  *, sae: Sae | None = None, magnitude=None) -> Explanation:
+                  *, sae: Sae | None = None, magnitude=None, class_idx=None,
+                  units: str = "ig", reader_variables: Variables | None = None
+                  ) -> Explanation:
     """TEXTER for a batch of images, sharded over ``jax.local_devices()`` along the batch.
 
     Args:
@@ -278,13 +199,22 @@ def explain_batch(classifier: Classifier, variables: Variables, aligner: Aligner
         batch, or None (per-image banks: score ``crop_embeddings`` afterwards).
       images: float32 [B, H, W, 3] in [0, 1] at the classifier's input size.
       keys: [B] PRNG keys, one per image (see :func:`image_keys`): MACO's phase and crops
-        and stage 3's crops of image b derive from ``keys[b]`` alone.
+        and stage 3's crops of image b derive from ``keys[b]`` alone (:data:`KEY_TAGS`).
       config: hyperparameters (release defaults).
       sae: the TopK SAE when ``config.use_sae``.
       magnitude: MACO magnitude template [3, S, S // 2 + 1]; default power law.
+      class_idx: int [B], the class to explain; None explains each image's prediction.
+        (``label``/``prob`` still report the prediction.)
+      units: stage 1's selector, ``"ig"`` (TEXTER) or ``"random"`` (from
+        ``fold_in(key, KEY_TAGS["random_units"])``; a sanity reference).
+      reader_variables: the variables stage 3 reads the concept image with (default
+        ``variables``); the sanity checks select and emphasise units with a randomised
+        model and read with the real one, which the aligner was fitted to.
 
     Returns:
-      :class:`Explanation` of host arrays for the B images.
+      :class:`Explanation` of host arrays for the B images. A row without any unit to
+      emphasise (no active SAE code, e.g. under a randomised model) emphasises unit 0
+      and reports no unit.
     """
     images = np.asarray(images, np.float32)
     chex.assert_rank(images, 4)
@@ -295,44 +225,47 @@ def explain_batch(classifier: Classifier, variables: Variables, aligner: Aligner
         raise ValueError("config.use_sae is True but no SAE was given (pass sae= or "
                          "use_sae=False)")
     if magnitude is None:
-        from texter_jax.emphasis import default_spectrum
-
         magnitude = default_spectrum(config.maco.canvas)
     if len(keys) != images.shape[0]:
         raise ValueError(f"{len(keys)} keys for {images.shape[0]} images")
     images, n_real = pad_batch(images)
     keys, _ = pad_batch(keys)
+    if class_idx is not None:
+        class_idx = jnp.asarray(pad_batch(np.asarray(class_idx, np.int32))[0])
     sharding = batch_sharding(images.shape[0])
     x = shard(jnp.asarray(images), sharding)
-    maco_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0))(keys)
-    map_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
+    use_sae = config.use_sae and sae is not None
     ranked = config.ranked_units
-    pred, contrib = _stage1(classifier, variables, sae.params if sae else None, x,
+    pred, contrib = _stage1(classifier, variables, sae.params if use_sae else None, x,
+                            class_idx, fold_keys(keys, "random_units"),
                             steps=config.ig_steps, method=config.ig_method, ranked=ranked,
-                            use_sae=config.use_sae and sae is not None,
-                            top_k=sae.top_k if sae else 0, ranking=config.unit_ranking)
-
+                            use_sae=use_sae, top_k=sae.top_k if use_sae else 0,
+                            ranking=config.unit_ranking, selector=units)
+    target = np.asarray(pred.label if class_idx is None else class_idx)
     ranked_ids = np.asarray(contrib.ranked_ids)
     valid = np.asarray(contrib.ranked_valid)
     if config.objective == "class_logit":
         objective = logits_objective(classifier, variables,
                                      compute_dtype=config.compute_dtype)
-        maco_ids, maco_valid, k_start = np.asarray(pred.label)[:, None], None, 1
+        maco_ids, maco_valid, k_start = target[:, None], None, 1
     else:
-        if config.use_sae:
+        if use_sae:
             objective = sae_objective(classifier, variables, sae_encode, sae.params,
                                       top_k=sae.top_k, compute_dtype=config.compute_dtype)
         else:
             objective = features_objective(classifier, variables,
                                            compute_dtype=config.compute_dtype)
         # Slots without a unit (fewer active codes than R) still need a valid index to
-        # gather; they are masked out of the objective.
-        maco_ids, maco_valid, k_start = np.where(valid, ranked_ids, 0), valid, config.k_neu
-    result, info = maco_batch_with_retry(objective, maco_keys, magnitude, config.maco,
-                                         maco_ids, k_start, maco_valid,
+        # gather; they are masked out of the objective. A row with none emphasises unit 0.
+        maco_valid = valid.copy()
+        maco_valid[~valid.any(axis=1), 0] = True
+        maco_ids, k_start = np.where(valid, ranked_ids, 0), config.k_neu
+    result, info = maco_batch_with_retry(objective, fold_keys(keys, "maco"), magnitude,
+                                         config.maco, maco_ids, k_start, maco_valid,
                                          max_retries=config.max_retries)
     crop_emb, crop_logits = embed_concept_images_jit(
-        classifier, variables, jnp.asarray(aligner.w), jnp.asarray(aligner.b), map_keys,
+        classifier, variables if reader_variables is None else reader_variables,
+        jnp.asarray(aligner.w), jnp.asarray(aligner.b), fold_keys(keys, "crops"),
         shard(result.image, sharding), shard(result.transparency, sharding),
         n_crops=config.map_crops, whole=config.map_whole_canvas)
     scores = None if text_emb is None else np.asarray(

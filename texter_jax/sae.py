@@ -221,3 +221,12 @@ def load(path: str | os.PathLike) -> tuple[SaeConfig, SaeParams]:
     config = SaeConfig(**meta["config"])
     target = jax.eval_shape(functools.partial(init_sae, config=config), jax.random.key(0))
     return config, restore_pytree(path / "params", target)
+
+
+def load_sae(path: str | os.PathLike) -> Sae:
+    """A :class:`Sae` from a folder written by :func:`save`, or from a ``texter train-sae``
+    run folder holding one in ``sae/``."""
+    path = Path(path)
+    folder = path / "sae" if (path / "sae" / "sae.json").is_file() else path
+    config, params = load(folder)
+    return Sae(params, int(config.top_k))

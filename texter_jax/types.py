@@ -29,10 +29,13 @@ class ClassifierLike(Protocol):
 
     ``features``: images float32 [B, S, S, 3] in [0, 1] (NHWC; normalisation is the
     classifier's business) -> features [B, D]. ``head``: [B, D] -> logits [B, C], the
-    function integrated gradients differentiate. ``image_size``: S.
+    function integrated gradients differentiate. ``image_size``: S; ``feature_dim``: D;
+    ``num_classes``: C.
     """
 
     image_size: int
+    feature_dim: int
+    num_classes: int
 
     def features(self, variables: Variables, images: Array) -> Array: ...
 

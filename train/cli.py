@@ -224,8 +224,9 @@ def _zero_shot(args, feats, x, result):
     import jax
     import numpy as np
 
-    from apps.explain_runner import load_class_names, text_encoder
     from texter_jax.io.checkpoints import load_model
+    from texter_jax.io.class_names import read_class_index
+    from texter_jax.text.encoder import text_encoder
     from train.aligner import aligner_zero_shot_accuracy, holdout_split
 
     labels = np.asarray(feats.labels)
@@ -234,7 +235,7 @@ def _zero_shot(args, feats, x, result):
                          "layout) or its rows could not be paired one to one")
     classes = feats.manifest.get("classes") or []
     n_cls = int(labels.max()) + 1
-    names = (load_class_names(args.class_names, n_cls) if args.class_names
+    names = (read_class_index(args.class_names, n_cls)[0] if args.class_names
              else list(classes))
     if len(names) < n_cls:
         raise ValueError(f"{len(names)} class names for labels up to {n_cls - 1}: pass "

@@ -136,14 +136,18 @@ def test_eval_setup_errors(world, tmp_path, capsys):
     assert "## all" in md and "## misclassified" not in md and "clip_top1" in md
 
 
-def test_sanity_composition_reproduces_the_runner_cache(world):
-    """texter_variant with the real model and IG units is explain_batch: it reproduces
-    the crop embeddings the runner cached for TEXTER (same keys, same programs)."""
+def test_sanity_hooks_reproduce_the_runner_cache(world):
+    """explain_batch with the sanity hooks at their real values (the real model selecting
+    and reading, the predicted class, IG units) reproduces the crop embeddings the runner
+    cached for TEXTER; random units, another seed and a randomised model change them."""
+    import jax
+
     from eval.data import file_digest, image_id, load_for_classifier
-    from eval.pipeline import texter_variant
+    from eval.methods import config_dict
     from eval.records import ArtifactCache
+    from eval.sanity import randomized_variables
     from texter_jax.emphasis import MacoConfig, default_spectrum
-    from texter_jax.explain import ExplainConfig, image_keys
+    from texter_jax.explain import ExplainConfig, explain_batch, fold_keys, image_keys
     from apps.artifacts import load_aligner, load_sae
     from texter_jax.io.checkpoints import load_model
 
@@ -154,20 +158,34 @@ def test_sanity_composition_reproduces_the_runner_cache(world):
     aligner, sae = load_aligner(models["aligner"]), load_sae(models["sae"])
     config = ExplainConfig(k_neu=2, ig_steps=4, ranked_units=16, map_crops=2,
                            maco=MacoConfig(canvas=32, steps=2, n_crops=2, crop_size=32))
-    from eval.runner import _config_dict
-
     assert json.loads(json.dumps(spec["config"]["maco"])) == json.loads(json.dumps(
-        _config_dict(config)["maco"]))
+        config_dict(config)["maco"]))
     rels = [r["image"] for r in _records(root / "run_a") if r["method"] == "texter"][:4]
     cache = ArtifactCache(root / "run_a" / "cache")
     cached = [cache.load(cache.key(spec["explain_hash"], "main", file_digest(data / rel),
                                    image_id(rel))) for rel in rels]
+    want = np.stack([c["crop_embeddings"] for c in cached])
     x = np.stack([load_for_classifier(data / rel, 32, "resize") for rel in rels])
-    got = texter_variant(clf, v, v, aligner, x, image_keys(0, [image_id(r) for r in rels]),
-                         config, class_idx=np.array([int(c["label"]) for c in cached]),
-                         sae=sae, magnitude=default_spectrum(32))
-    np.testing.assert_allclose(got, np.stack([c["crop_embeddings"] for c in cached]),
-                               rtol=1e-5, atol=1e-5)
+    keys = image_keys(0, [image_id(r) for r in rels])
+    cls = np.array([int(c["label"]) for c in cached])
+
+    def run_with(**hooks):
+        return explain_batch(clf, hooks.pop("variables", v), aligner, None, x,
+                             hooks.pop("keys", keys), config, sae=sae,
+                             magnitude=default_spectrum(32), **hooks)
+
+    got = run_with(class_idx=cls, units="ig", reader_variables=v)
+    np.testing.assert_allclose(got.crop_embeddings, want, rtol=1e-5, atol=1e-5)
+    random = run_with(class_idx=cls, units="random")
+    # random units are active codes, all zero-scored, and not IG's choice for every image
+    assert np.all(random.unit_scores == 0) and np.all(random.unit_ids[:, 0] >= 0)
+    assert not np.array_equal(random.unit_ids, got.unit_ids)
+    other_seed = run_with(class_idx=cls, keys=fold_keys(keys, "another_seed"))
+    np.testing.assert_array_equal(other_seed.unit_ids, got.unit_ids)  # same units...
+    assert np.abs(other_seed.crop_embeddings - want).max() > 1e-3  # ...other images
+    vr, _ = randomized_variables(jax.random.key(1), clf, v, "head")
+    swapped = run_with(variables=vr, class_idx=cls, reader_variables=v)
+    assert not np.allclose(swapped.crop_embeddings, want, atol=1e-4)
 
 
 def test_presets_side_by_side(world, capsys):

@@ -10,7 +10,8 @@ import pytest
 from eval.data import (EvalDataError, EvalImage, folder_labels, image_id, read_class_index,
                        sample)
 from eval.records import ArtifactCache, RecordStore
-from eval.sanity import (head_paths, last_block_prefix, random_units, randomized_variables)
+from eval.sanity import head_paths, last_block_prefix, randomized_variables
+from texter_jax.contributions import random_units
 from texter_jax.models import vit
 from texter_jax.models.resnet import ResNetConfig, make_classifier
 from texter_jax.models.resnet import random_variables as resnet_variables
@@ -127,7 +128,7 @@ def test_eval_never_imports_torch():
     import subprocess
     import sys
 
-    code = ("import sys, eval.cli, eval.runner, eval.metrics, eval.pipeline, eval.sanity, "
+    code = ("import sys, eval.cli, eval.runner, eval.metrics, eval.producers, eval.sanity, "
             "eval.summary, eval.plots, eval.data, eval.records, eval.world_set; "
             "bad=[m for m in sys.modules if m.split('.')[0] in ('torch','transformers')]; "
             "print(bad); sys.exit(1 if bad else 0)")

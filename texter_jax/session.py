@@ -1,0 +1,180 @@
+"""A session: every part TEXTER needs to explain images, checked to fit together once.
+
+``texter explain``, ``texter eval`` and ``texter demo`` all build one, from files
+(:func:`load`) or from models already in memory (:class:`Session` directly), and explain
+through it, so the three cannot drift apart in how the parts are wired.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from texter_jax import aligner as aligner_io
+from texter_jax import sae as sae_io
+from texter_jax.aligner import Aligner
+from texter_jax.concepts.banks import resolve_bank
+from texter_jax.explain import (ExplainConfig, Explanation, explain_batch,
+                                text_to_concept_embed_batch)
+from texter_jax.io.checkpoints import load_model
+from texter_jax.io.class_names import read_class_index
+from texter_jax.sae import Sae
+from texter_jax.text.encoder import text_encoder
+from texter_jax.text_cache import TextEmbeddingCache, checkpoint_identity
+from texter_jax.types import ClassifierLike, ImageTextModel, Variables
+
+
+class SessionError(ValueError):
+    """The parts of a session do not fit together; the message says which and how."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Banks:
+    """Where each prediction's concept texts come from (see
+    :func:`texter_jax.concepts.banks.resolve_bank`)."""
+
+    root: str | None = None
+    files: tuple[str, ...] = ()
+    use_generic: bool | None = None
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Session:
+    """A classifier, a CLIP, the aligner between them, an optional TopK SAE, class names,
+    concept banks and the text-embedding cache.
+
+    Attributes:
+      classifier, variables: the classifier to explain (features D, classes C).
+      clip, clip_variables: the image-text model (embedding E).
+      aligner: w [E, D], b [E].
+      sae: a TopK SAE over the D features, or None.
+      class_names: C names in index order.
+      encode_texts: ``texts -> [N, E]`` (default: the CLIP's text tower).
+      text_cache: an on-disk cache for ``encode_texts``, or None.
+      banks: concept-bank sources.
+      names: where each part came from (paths, or descriptions), for messages.
+    """
+
+    classifier: ClassifierLike
+    variables: Variables
+    clip: ImageTextModel
+    clip_variables: Variables
+    aligner: Aligner
+    sae: Sae | None = None
+    class_names: Sequence[str] | None = None
+    encode_texts: Callable[[list[str]], np.ndarray] | None = None
+    text_cache: TextEmbeddingCache | None = None
+    banks: Banks = Banks()
+    names: dict = dataclasses.field(default_factory=dict)
+    _memo: dict = dataclasses.field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        name = self.names.get
+        if not isinstance(self.classifier, ClassifierLike):
+            raise SessionError(f"{name('classifier', 'the classifier')} is not a classifier "
+                               "(it needs features, head, image_size, feature_dim, num_classes)")
+        if not isinstance(self.clip, ImageTextModel):
+            raise SessionError(f"{name('clip', 'the CLIP')} is not an image-text model "
+                               "(it needs encode_image, encode_text, embed_dim)")
+        d, e = self.classifier.feature_dim, self.clip.embed_dim
+        if tuple(self.aligner.w.shape) != (e, d):
+            raise SessionError(
+                f"aligner {name('aligner', '')}: W is {tuple(self.aligner.w.shape)}, but the "
+                f"classifier has {d} features and the CLIP embeds in {e} (expected W [{e}, {d}])")
+        if self.sae is not None:
+            d_sae = self.sae.params["encoder"]["kernel"].shape[0]
+            if d_sae != d:
+                raise SessionError(f"SAE {name('sae', '')} takes {d_sae}-d inputs, but the "
+                                   f"classifier has {d} features")
+        names = self.class_names
+        if names is None:
+            names = [f"class_{i}" for i in range(self.classifier.num_classes)]
+        if len(names) != self.classifier.num_classes:
+            raise SessionError(f"{len(names)} class names for a classifier with "
+                               f"{self.classifier.num_classes} classes")
+        object.__setattr__(self, "class_names", list(names))
+        if self.encode_texts is None:
+            object.__setattr__(self, "encode_texts", text_encoder(
+                self.clip, self.clip_variables, self.names.get("clip")))
+
+    # -- text side --------------------------------------------------------------------
+
+    def bank_for(self, class_name: str, image_name: str | None = None) -> list[str]:
+        """The concept texts for one prediction."""
+        b = self.banks
+        return resolve_bank(class_name, root=b.root, image_name=image_name, files=b.files,
+                            use_generic=b.use_generic)
+
+    def text_embeddings(self, texts: Sequence[str]) -> np.ndarray:
+        """float32 [T, E] CLIP text embeddings, through the on-disk cache and an
+        in-memory memo (each distinct text is encoded once per session)."""
+        memo = self._memo
+        missing = [t for t in dict.fromkeys(texts) if t not in memo]
+        if missing:
+            emb = (self.text_cache.get(missing, self.encode_texts) if self.text_cache
+                   else self.encode_texts(missing))
+            memo.update(zip(missing, np.asarray(emb, np.float32)))
+        if not texts:
+            return np.zeros((0, self.clip.embed_dim), np.float32)
+        return np.stack([memo[t] for t in texts])
+
+    # -- image side -------------------------------------------------------------------
+
+    def explain(self, images, keys, config: ExplainConfig, *, text_emb=None, magnitude=None,
+                **hooks) -> Explanation:
+        """:func:`texter_jax.explain.explain_batch` with this session's parts (the SAE
+        when ``config.use_sae``); ``hooks`` are its ``class_idx`` / ``units`` /
+        ``reader_variables`` / ``variables`` (a randomised model)."""
+        if config.use_sae and self.sae is None:
+            raise SessionError("TEXTER with the SAE needs one: load the session with an SAE "
+                               "(or use use_sae=False)")
+        variables = hooks.pop("variables", self.variables)
+        return explain_batch(self.classifier, variables, self.aligner, text_emb, images, keys,
+                             config, sae=self.sae if config.use_sae else None,
+                             magnitude=magnitude, **hooks)
+
+    def text_to_concept(self, images, variables: Variables | None = None):
+        """The Text-to-Concept baseline's image side: ``(label [B], prob [B],
+        embeddings [B, 1, E])``, one classifier pass."""
+        return text_to_concept_embed_batch(
+            self.classifier, self.variables if variables is None else variables,
+            self.aligner, images)
+
+
+def load(classifier: str | os.PathLike, clip: str | os.PathLike,
+         aligner: str | os.PathLike, sae: str | os.PathLike | None = None, *,
+         class_names: str | os.PathLike | None = None,
+         text_cache: str | os.PathLike | None = None, banks: Banks = Banks(),
+         load_aligner: Callable[[str | os.PathLike], Aligner] = aligner_io.load,
+         load_sae: Callable[[str | os.PathLike], Sae] = sae_io.load_sae) -> Session:
+    """A :class:`Session` from files: converted model folders for the classifier and the
+    CLIP, an aligner and an SAE (our folders by default; ``load_aligner`` / ``load_sae``
+    read other forms, e.g. the apps floor's dispatch to the release's ``.pth``), a class
+    index file and a text-cache folder (None: no on-disk cache)."""
+    clf, cvars = load_model(classifier)
+    if not isinstance(clf, ClassifierLike):
+        raise SessionError(f"{classifier} holds a {getattr(clf, 'family', type(clf).__name__)}"
+                           " model, not a classifier")
+    clip_model, clip_vars = load_model(clip)
+    if not isinstance(clip_model, ImageTextModel):
+        raise SessionError(f"{clip} holds a {getattr(clip_model, 'family', '?')} model, "
+                           "not a CLIP")
+    names = {"classifier": str(classifier), "clip": str(clip), "aligner": str(aligner)}
+    if sae is not None:
+        names["sae"] = str(sae)
+    return Session(
+        classifier=clf, variables=jax.tree.map(jnp.asarray, cvars), clip=clip_model,
+        clip_variables=jax.tree.map(jnp.asarray, clip_vars), aligner=load_aligner(aligner),
+        sae=None if sae is None else load_sae(sae),
+        class_names=None if class_names is None else read_class_index(
+            class_names, clf.num_classes)[0],
+        text_cache=None if text_cache is None else TextEmbeddingCache(
+            Path(text_cache), checkpoint_identity(clip)),
+        banks=banks, names=names)
+
