@@ -1,8 +1,9 @@
 """A small CLIP for the procedural world: a CNN image tower and a bag-of-words text tower.
 
-Same pure interface as :class:`texter_jax.models.clip.Clip` (``encode_image``,
-``encode_text``, ``logit_scale``, ``dummy_inputs``, ``image_size``, ``embed_dim``,
-``context_length``, ``vocab_size``), plus ``tokenize(texts)`` on the world's word-level
+Same pure interface as :class:`texter_jax.models.clip.Clip` (both derive from
+:class:`texter_jax.models.two_tower.TwoTowerModel`: ``encode_image``, ``encode_text``,
+``logit_scale``, ``dummy_inputs``, ``image_size``, ``embed_dim``, ``context_length``;
+each defines ``vocab_size``), plus ``tokenize(texts)`` on the world's word-level
 tokenizer, whose vocabulary is stored in the config so a saved model rebuilds it.
 
 * Image tower: two stride-2 3x3 convs as stem, then residual stages (3x3 convs, ReLU,
@@ -29,13 +30,12 @@ import dataclasses
 import math
 from typing import Sequence
 
-import chex
 import jax.numpy as jnp
 from flax import linen as nn
 
-from texter_jax.classifier import normalize_images
 from texter_jax.models.registry import config_from_dict
-from texter_jax.types import Array, Variables
+from texter_jax.models.two_tower import TwoTowerModel
+from texter_jax.types import Array
 from texter_jax.world.captions import WorldTokenizer, world_vocab
 
 FAMILY = "world_clip"
@@ -169,8 +169,10 @@ class WorldClipModule(nn.Module):
 
 
 @dataclasses.dataclass(frozen=True)
-class WorldClip:
-    """The world's CLIP as pure functions of its variables (interface of ``Clip``).
+class WorldClip(TwoTowerModel):
+    """The world's CLIP as pure functions of its variables (interface: :class:`TwoTowerModel`).
+
+    :meth:`encode_text` takes token ids from :meth:`tokenize`.
 
     Attributes:
       module: the :class:`WorldClipModule`.
@@ -185,17 +187,7 @@ class WorldClip:
     mean: tuple[float, float, float] = WORLD_MEAN
     std: tuple[float, float, float] = WORLD_STD
 
-    @property
-    def image_size(self) -> int:
-        return self.config.image_size
-
-    @property
-    def embed_dim(self) -> int:
-        return self.config.embed_dim
-
-    @property
-    def context_length(self) -> int:
-        return self.config.context_length
+    _display_name = "world CLIP"
 
     @property
     def vocab_size(self) -> int:
@@ -208,38 +200,6 @@ class WorldClip:
     def tokenize(self, texts: Sequence[str]):
         """Texts -> int32 [N, context_length] world token ids (numpy)."""
         return self.tokenizer(texts)
-
-    def normalize(self, images: Array) -> Array:
-        """Images float [B, H, W, 3] in [0, 1] -> normalised images, same shape."""
-        return normalize_images(images, self.mean, self.std)
-
-    def encode_image(self, variables: Variables, images: Array) -> Array:
-        """Images float32 [B, S, S, 3], NHWC, in [0, 1] -> embeddings [B, E], not L2-normalised."""
-        chex.assert_rank(images, 4)
-        s = self.image_size
-        if tuple(images.shape[1:]) != (s, s, 3):
-            raise ValueError(f"world CLIP expects images [B, {s}, {s}, 3] in [0, 1], got "
-                             f"{tuple(images.shape)}")
-        return self.module.apply(variables, self.normalize(images), method="encode_image")
-
-    def encode_text(self, variables: Variables, token_ids: Array) -> Array:
-        """Token ids int32 [B, L] from :meth:`tokenize` -> embeddings [B, E], not L2-normalised."""
-        chex.assert_rank(token_ids, 2)
-        if token_ids.shape[1] > self.context_length:
-            raise ValueError(f"token sequences of length {token_ids.shape[1]} exceed the "
-                             f"context length {self.context_length}")
-        return self.module.apply(variables, jnp.asarray(token_ids, jnp.int32),
-                                 method="encode_text")
-
-    def logit_scale(self, variables: Variables) -> Array:
-        """Multiplier of cosine similarities, ``exp(log scale)``, shape []."""
-        return jnp.exp(variables["params"]["logit_scale"])
-
-    def dummy_inputs(self) -> tuple[Array, Array]:
-        """Inputs for ``module.init``: one normalised image and one token row."""
-        s = self.image_size
-        return (jnp.zeros((1, s, s, 3), jnp.float32),
-                jnp.zeros((1, self.context_length), jnp.int32))
 
 
 def make_world_clip(config: WorldClipConfig | None = None) -> WorldClip:
