@@ -21,7 +21,7 @@ from texter_jax.emphasis import MacoConfig, default_spectrum, final_objective
 from texter_jax.explain import ExplainConfig, image_keys
 from texter_jax.figures import explanation_figure
 from texter_jax.io.atomic import write_json_atomic
-from texter_jax.io.images import ImageLoadError, list_images, load_image
+from texter_jax.io.images import ImageLoadError, list_images, load_preprocessed
 from texter_jax.mapping import concept_alpha, normalize_concept_image
 from texter_jax.session import Banks, SessionError
 
@@ -89,7 +89,6 @@ class ExplainRun:
         out = Path(a.out)
         out.mkdir(parents=True, exist_ok=True)
         size = self.classifier.image_size
-        resize = int(round(size * 256 / 224))  # ImageNet eval: Resize 256, CenterCrop 224
         names = _unique_names(paths)
         errors: list[dict[str, str]] = []
         written = 0
@@ -100,7 +99,7 @@ class ExplainRun:
             imgs, idx = [], []
             for i in chunk:
                 try:
-                    imgs.append(load_image(paths[i], resize=resize, crop=size))
+                    imgs.append(load_preprocessed(paths[i], "imagenet", size))
                     idx.append(i)
                 except ImageLoadError as e:
                     errors.append({"path": str(paths[i]), "error": str(e)})

@@ -21,7 +21,11 @@ import numpy as np
 
 from eval.records import stable_hash
 from eval.world_controls import class_consistency
-from eval.world_demo import DemoConfig, WorldDemo
+from eval.demo_config import DemoConfig
+from eval.world_demo import WorldDemo
+from eval.world_explain import explain_world
+from eval.world_stack import world_magnitude, world_stack
+from texter_jax.session import Session
 from texter_jax.world.attributes import sample_attributes
 from texter_jax.world.captions import concept_bank
 from texter_jax.world.generator import render
@@ -45,7 +49,7 @@ def main(argv=None) -> int:
     clip_vars = jax.tree.map(jax.numpy.asarray, clip_vars)
     phrases, meaning = concept_bank()
     text_emb = np.asarray(clip.encode_text(clip_vars, clip.tokenize(phrases)))
-    magnitude, spectrum_id = demo._magnitude()
+    magnitude, spectrum_id = world_magnitude(base, demo.cache)
     seed = base.seed + 9_000_011  # the demo's held-out images
     attrs = sample_attributes(seed, base.explain_images)
     images = render(attrs, seed, image_size=base.image_size) / np.float32(255)
@@ -58,14 +62,15 @@ def main(argv=None) -> int:
         variables = jax.tree.map(jax.numpy.asarray, variables)
         identity = stable_hash({"name": name, "train": info.get("train_config"),
                                 "task": info.get("task")})
-        aligner, sae, _, stack_key = demo._stack(name, clf, variables, clip, clip_vars,
-                                                 identity)
+        aligner, sae, _, stack_key = world_stack(base, demo.cache, name, clf, variables, clip,
+                                                 clip_vars, identity, log=lambda s: None)
+        session = Session(clf, variables, clip, clip_vars, aligner, sae)
         truths = truth_values(info["critical"], attrs)
         for steps, preset in itertools.product(a.steps, a.presets):
-            demo.cfg = dataclasses.replace(base, maco_steps=steps, preset=preset)
+            cfg = dataclasses.replace(base, maco_steps=steps, preset=preset)
             t = time.perf_counter()
-            expl = demo._explain(name, clf, variables, aligner, sae, text_emb, images,
-                                 stack_key, magnitude, spectrum_id, methods=a.methods)
+            expl = explain_world(cfg, demo.cache, name, session, text_emb, images, stack_key,
+                                 magnitude, spectrum_id, methods=a.methods)
             secs = time.perf_counter() - t
             for method, rec in expl.items():
                 run = rec.get("steps_run")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from apps.shared_args import add_bank_args, add_model_args, add_texter_args
 from train.process_args import add_process_args, process_group
 
 
@@ -21,11 +22,7 @@ def register(subparsers) -> None:
             "(resumable), summary.md / summary.csv with bootstrap CIs, and PNG plots."),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("images", help="ImageFolder root: <root>/<class folder>/<image>")
-    p.add_argument("--classifier", required=True, help="converted classifier folder")
-    p.add_argument("--clip", required=True, help="converted CLIP folder (with tokenizer)")
-    p.add_argument("--aligner", required=True,
-                   help="`texter train-aligner` folder or the release's linear_aligner.pth")
-    p.add_argument("--sae", default=None, help="TopK SAE (needed by method texter)")
+    add_model_args(p, sae_help="TopK SAE (needed by method texter)")
     p.add_argument("--out", default="texter_eval", help="run folder (resumes if it exists)")
     p.add_argument("--class-names", default=None,
                    help="class names in index order: .txt, JSON list, {index: name} or "
@@ -46,23 +43,8 @@ def register(subparsers) -> None:
                    help="classifier input: imagenet = Resize(S*256/224)+CenterCrop(S); "
                         "resize = Resize(S)+CenterCrop(S)")
     g = p.add_argument_group("TEXTER settings (comma lists = ablations)")
-    g.add_argument("--k-neu", default="6", help="contributing units, e.g. 3,6")
-    g.add_argument("--steps", default="512", help="MACO steps, e.g. 128,512")
-    g.add_argument("--canvas", default="1280", help="MACO canvas side, e.g. 512,1280")
-    g.add_argument("--ig-steps", type=int, default=100)
-    g.add_argument("--crops", type=int, default=6, help="MACO crops per step")
-    g.add_argument("--map-crops", type=int, default=6, help="stage-3 crops per concept image")
-    g.add_argument("--spectrum", default=None, help="MACO magnitude template .npy")
-    g.add_argument("--preset", default="release",
-                   help="comma list of release, fast (fast: MACO's convergence stop)")
-    g.add_argument("--bf16", action="store_true", help="bf16 classifier inside MACO")
-    g.add_argument("--batch-size", type=int, default=8)
-    g = p.add_argument_group("concept banks")
-    g.add_argument("--bank", nargs="*", default=[], help="concept files used for every image")
-    g.add_argument("--bank-root", default=None, help="release-layout concept cache")
-    g.add_argument("--no-generic", action="store_true", help="no shipped generic bank")
-    g.add_argument("--text-cache", default=None,
-                   help="text-embedding cache (default <out>/.text_cache)")
+    add_texter_args(g, ablation_lists=True)
+    add_bank_args(p.add_argument_group("concept banks"))
     g = p.add_argument_group("metrics")
     g.add_argument("--top-k", type=int, default=5,
                    help="concepts per explanation for CLIP top-k, directional top-k and the "

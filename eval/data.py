@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from texter_jax.io.class_names import read_class_index  # noqa: F401 (re-export)
-from texter_jax.io.images import image_files, load_rgb, resize_center_crop
+from texter_jax.io.images import image_files, load_preprocessed
 
 TRUTH_FORMAT = "texter_jax/eval-truth/v1"
 
@@ -126,27 +126,21 @@ def sample(images: Sequence[EvalImage], *, per_class: int | None, total: int | N
     return sorted(chosen, key=lambda im: im.rel)
 
 
+# The classifier-side choices of `texter eval --preprocess` (table: io.images.PREPROCESSINGS).
 PREPROCESS = ("imagenet", "resize")
 
 
 def load_for_classifier(path, size: int, preprocess: str = "imagenet") -> np.ndarray:
-    """float32 [size, size, 3] in [0, 1] for the classifier.
-
-    ``"imagenet"``: Resize(size * 256/224) + CenterCrop(size), as ``texter explain``
-    (ImageNet evaluation preprocessing). ``"resize"``: Resize(size) + CenterCrop(size),
-    the identity for square images already at ``size`` (e.g. the procedural world).
-    """
+    """float32 [size, size, 3] in [0, 1] for the classifier (``"imagenet"`` or
+    ``"resize"``, see :data:`texter_jax.io.images.PREPROCESSINGS`)."""
     if preprocess not in PREPROCESS:
         raise ValueError(f"preprocess must be one of {PREPROCESS}, got {preprocess!r}")
-    rgb = load_rgb(path)
-    resize = int(round(size * 256 / 224)) if preprocess == "imagenet" else size
-    return np.asarray(resize_center_crop(rgb, resize, size), np.float32) / 255.0
+    return load_preprocessed(path, preprocess, size)
 
 
 def load_for_clip(path, size: int) -> np.ndarray:
     """float32 [size, size, 3] in [0, 1]: CLIP's Resize(size, bicubic) + CenterCrop(size)."""
-    im = resize_center_crop(load_rgb(path), size, size, resample="bicubic")
-    return np.asarray(im, np.float32) / 255.0
+    return load_preprocessed(path, "clip", size)
 
 
 @dataclasses.dataclass(frozen=True)

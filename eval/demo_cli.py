@@ -52,7 +52,7 @@ def register(subparsers) -> None:
 def _defaults() -> dict:
     import dataclasses
 
-    from eval.world_demo import DemoConfig  # numpy only at import time: --help stays fast
+    from eval.demo_config import DemoConfig  # no JAX: --help stays fast
 
     return {f.name: f.default for f in dataclasses.fields(DemoConfig)}
 

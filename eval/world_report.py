@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from eval.world_controls import CONTROL_BAR, control_passed
+from texter_jax.io.atomic import write_bytes_atomic, write_json_atomic, write_text_atomic
+from texter_jax.mapping import concept_alpha, normalize_concept_image
 
 MAIN_METHODS = ("texter", "texter-nosae", "text2concept")
 ABLATION = "texter-logit"
@@ -119,7 +121,6 @@ def _models_section(results: dict, clip_metrics: dict) -> list[str]:
 def write_report(out: Path, cfg, results: dict, clip_metrics: dict, timings: dict,
                  ex_images: np.ndarray) -> Path:
     """Writes report.md, results.json and examples.png under ``out``; returns report.md."""
-    from texter_jax.io.atomic import write_json_atomic, write_text_atomic
 
     lines = ["# texter demo: TEXTER in a procedural world with known decision rules", "",
              "Every classifier below was trained here; its decision-critical attribute was "
@@ -155,9 +156,6 @@ def _figure(out: Path, cfg, results: dict, ex_images: np.ndarray) -> Path:
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
-
-    from texter_jax.io.atomic import write_bytes_atomic
-    from texter_jax.mapping import concept_alpha, normalize_concept_image
 
     k = min(cfg.figure_examples, len(ex_images))
     names = list(results)

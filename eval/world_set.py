@@ -18,15 +18,19 @@ Run ``python -m eval.world_set OUT --label shape --truth background --n 60`` and
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from PIL import Image
 
 from eval.data import TRUTH_FORMAT
 from texter_jax.io.atomic import write_bytes_atomic, write_json_atomic, write_text_atomic
+from texter_jax.world import (DISCRETE, concept_bank, render, sample_attributes,
+                              truth_values)
 
 
 def write_world_set(out: str | os.PathLike, attrs, *, label_attribute: str,
@@ -47,12 +51,6 @@ def write_world_set(out: str | os.PathLike, attrs, *, label_attribute: str,
     Returns:
       ``out`` as a Path.
     """
-    import io
-
-    from PIL import Image
-
-    from texter_jax.world import DISCRETE, concept_bank, render, truth_values
-
     if label_attribute not in DISCRETE:
         raise ValueError(f"label_attribute must be one of {sorted(DISCRETE)}")
     out = Path(out)
@@ -91,7 +89,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--render-seed", type=int, default=0)
     a = p.parse_args(argv)
-    from texter_jax.world import sample_attributes
 
     attrs = sample_attributes(a.seed, a.n)
     out = write_world_set(a.out, attrs, label_attribute=a.label, truth_attributes=a.truth,

@@ -9,7 +9,8 @@ import shutil
 import numpy as np
 import pytest
 
-from eval.world_demo import METHODS, DemoConfig, WorldDemo
+from eval.demo_config import METHODS, DemoConfig
+from eval.world_demo import WorldDemo
 from texter_jax.world import DISCRETE
 
 

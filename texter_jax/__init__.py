@@ -5,6 +5,9 @@ The names users call, in one place (the optax pattern)::
     import texter_jax as tj
     ex = tj.explain_batch(classifier, variables, aligner, text_emb, images,
                           tj.image_keys(0, range(len(images))), tj.ExplainConfig())
+    # or every part from files, checked to fit together once:
+    session = tj.load_session("classifier/", "clip/", "aligner/", "sae_run/")
+    ex = session.explain(images, tj.image_keys(0, range(len(images))), tj.ExplainConfig())
 
 They are resolved on first use (PEP 562) rather than imported here, because the apps
 floor's ``texter --help`` imports small modules of this package and must not pay for
@@ -18,19 +21,22 @@ _EXPORTS = {
     "aligner": ("Aligner", "align"),
     "classifier": ("Classifier", "FunctionClassifier", "nnx_classifier"),
     "contributions": ("ig_features", "ig_sae_codes", "integrated_gradients", "top_units"),
-    "emphasis": ("MacoConfig", "default_spectrum", "maco", "maco_batch",
-                 "spectrum_from_images"),
-    "explain": ("ExplainConfig", "Explanation", "contributions_of", "embed_concept_images",
-                "explain_batch", "image_keys", "predict", "text_to_concept",
-                "text_to_concept_batch"),
+    "config": ("ExplainConfig", "MacoConfig", "PRESETS"),
+    "emphasis": ("default_spectrum", "maco", "maco_batch", "spectrum_from_images"),
+    "explain": ("Explanation", "KEY_TAGS", "contributions_of", "embed_concept_images",
+                "explain_batch", "fold_keys", "image_keys", "predict", "select_units",
+                "text_to_concept", "text_to_concept_batch"),
     "io.checkpoints": ("load_model", "save_model"),
     "mapping": ("rank_concepts", "retrieve"),
     "models.registry": ("build_model",),
-    "sae": ("Sae", "SaeConfig", "sae_decode", "sae_encode"),
+    "sae": ("Sae", "SaeConfig", "load_sae", "sae_decode", "sae_encode"),
+    "session": ("Banks", "Session", "SessionError", "load_session"),
+    "text.encoder": ("text_encoder",),
     "types": ("ClassifierLike", "ImageTextModel"),
 }
 # Public name -> (module, attribute) where the attribute's name differs.
-_RENAMED = {"contributions_of": ("explain", "contributions")}
+_RENAMED = {"contributions_of": ("explain", "contributions"),
+            "load_session": ("session", "load")}
 _WHERE = {name: (module, _RENAMED.get(name, (module, name))[1])
           for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_WHERE)

@@ -14,9 +14,8 @@ References:
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import chex
 import jax
@@ -27,91 +26,28 @@ from texter_jax import mapping
 from texter_jax.aligner import Aligner
 from texter_jax.batching import batch_sharding, pad_batch, shard
 from texter_jax.classifier import Classifier
-from texter_jax.emphasis import (MacoConfig, default_spectrum, features_objective,
-                                 logits_objective, maco_batch_with_retry, sae_objective)
+from texter_jax.config import PRESETS, ExplainConfig, MacoConfig
+from texter_jax.emphasis import (default_spectrum, features_objective, logits_objective,
+                                 maco_batch_with_retry, sae_objective)
 from texter_jax.sae import Sae, sae_encode
-# The stages are re-exported: ``texter_jax.explain`` is where users look for them.
-from texter_jax.stages import (UNIT_SELECTORS, Contributions, Prediction,  # noqa: F401
+from texter_jax.stages import (UNIT_SELECTORS, Contributions, Prediction,
                                contributions, embed_concept_images, predict, select_units,
                                text_to_concept, text_to_concept_embeddings)
 from texter_jax.types import Array, PRNGKey, Variables
+
+# The settings and the stages are re-exported: here is where users look for them.
+__all__ = [
+    "KEY_TAGS", "PRESETS", "UNIT_SELECTORS", "Contributions", "ExplainConfig", "Explanation",
+    "MacoConfig", "Prediction", "contributions", "embed_concept_images",
+    "embed_concept_images_jit", "explain_batch", "fold_keys", "image_keys", "predict",
+    "read_canvases_jit", "select_units", "text_to_concept", "text_to_concept_batch",
+    "text_to_concept_embed_batch", "text_to_concept_embeddings",
+]
 
 # ``fold_in`` tags of an image's key: what each random stream of its explanation derives
 # from. "another_seed" is a whole second stream (the seed floor of the sanity checks):
 # fold it into the image keys first, then explain as usual.
 KEY_TAGS = {"maco": 0, "crops": 1, "random_units": 2, "another_seed": 3}
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class ExplainConfig:
-    """TEXTER hyperparameters; defaults are the release's.
-
-    Attributes:
-      k_neu: contributing units per image (release: 6).
-      ig_steps: integration steps of IG (release: 100).
-      ig_method: IG quadrature; the release calls captum with its default,
-        Gauss-Legendre.
-      use_sae: score and emphasise TopK SAE codes (release default) instead of features.
-      ranked_units: how many ranked units to keep for the "empty transparency, add one
-        more unit" retry (>= k_neu).
-      maco: stage-2 settings.
-      map_crops: crops of the concept image per image in stage 3 (release: 6).
-      compute_dtype: ``"bfloat16"`` runs the classifier's MACO forward/backward in bf16;
-        None keeps float32 everywhere.
-      max_retries: bound on the MACO retries per image (the release has none).
-      unit_ranking: ``"abs"`` ranks units by |attribution| as the release does (units
-        that argue *against* the class can be selected); ``"signed"`` keeps the largest
-        positive contributions only.
-      objective: what stage 2 maximises: ``"units"`` (TEXTER: the selected units) or
-        ``"class_logit"`` (an ablation: the predicted class's logit, the classic class
-        visualisation; stage 1 still runs and is reported).
-      map_whole_canvas: stage 3 also reads the whole blended canvas, resized, as one
-        more view beside the crops (off in the release).
-    """
-
-    k_neu: int = 6
-    ig_steps: int = 100
-    ig_method: str = "gausslegendre"
-    use_sae: bool = True
-    ranked_units: int = 16
-    maco: MacoConfig = MacoConfig()
-    map_crops: int = 6
-    compute_dtype: str | None = None
-    max_retries: int = 8
-    unit_ranking: str = "abs"
-    objective: str = "units"
-    map_whole_canvas: bool = False
-
-    def __post_init__(self):
-        if self.objective not in ("units", "class_logit"):
-            raise ValueError(f"objective must be 'units' or 'class_logit', got "
-                             f"{self.objective!r}")
-        if self.unit_ranking not in ("abs", "signed"):
-            raise ValueError(f"unit_ranking must be 'abs' or 'signed', got {self.unit_ranking!r}")
-        if self.k_neu < 1 or self.ranked_units < self.k_neu:
-            raise ValueError(f"need 1 <= k_neu ({self.k_neu}) <= ranked_units "
-                             f"({self.ranked_units})")
-
-    @classmethod
-    def preset(cls, name: str, **overrides) -> "ExplainConfig":
-        """A named preset: ``"release"`` (the defaults) or ``"fast"``, then ``overrides``.
-
-        ``"fast"`` keeps every release setting and adds MACO's convergence stop
-        (:class:`MacoConfig`: windows of 32 steps, at least 128, stop when a window's
-        mean objective gains no more than 1 % on the previous one; at most 512 steps).
-        Its effect on the explanations is measured by ``bench/fast_preset.py`` (README).
-        """
-        if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
-        maco = dataclasses.replace(overrides.pop("maco", MacoConfig()), **PRESETS[name])
-        return cls(maco=maco, **overrides)
-
-
-# Presets by name: the MacoConfig fields each one sets over the release's defaults.
-PRESETS: dict[str, dict[str, Any]] = {
-    "release": {},
-    "fast": {"stop_rtol": 0.01, "stop_window": 32, "stop_min_steps": 128},
-}
 
 
 class Explanation(NamedTuple):

@@ -23,7 +23,7 @@ from texter_jax.concepts.banks import resolve_bank
 from texter_jax.explain import (ExplainConfig, Explanation, explain_batch,
                                 text_to_concept_embed_batch)
 from texter_jax.io.checkpoints import load_model
-from texter_jax.io.class_names import read_class_index
+from texter_jax.io.class_names import ClassNamesError, read_class_index
 from texter_jax.sae import Sae
 from texter_jax.text.encoder import text_encoder
 from texter_jax.text_cache import TextEmbeddingCache, checkpoint_identity
@@ -168,12 +168,16 @@ def load(classifier: str | os.PathLike, clip: str | os.PathLike,
     names = {"classifier": str(classifier), "clip": str(clip), "aligner": str(aligner)}
     if sae is not None:
         names["sae"] = str(sae)
+    try:
+        class_list = None if class_names is None else read_class_index(
+            class_names, clf.num_classes)[0]
+    except ClassNamesError as e:
+        raise SessionError(str(e)) from e
     return Session(
         classifier=clf, variables=jax.tree.map(jnp.asarray, cvars), clip=clip_model,
         clip_variables=jax.tree.map(jnp.asarray, clip_vars), aligner=load_aligner(aligner),
         sae=None if sae is None else load_sae(sae),
-        class_names=None if class_names is None else read_class_index(
-            class_names, clf.num_classes)[0],
+        class_names=class_list,
         text_cache=None if text_cache is None else TextEmbeddingCache(
             Path(text_cache), checkpoint_identity(clip)),
         banks=banks, names=names)

@@ -43,11 +43,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
+from tqdm.auto import tqdm
 
 from texter_jax import sae as sae_io
 from texter_jax.io.atomic import write_json_atomic
 from texter_jax.io.checkpoints import CheckpointError
-from texter_jax.sae import (SaeConfig, SaeParams, init_sae, project_dictionary,
+from texter_jax.sae import (SaeConfig, SaeParams, init_sae, project_dictionary, sae_apply,
                             sae_encode)
 from texter_jax.types import PRNGKey
 
@@ -208,8 +210,6 @@ def evaluate_sae(params: SaeParams, x: np.ndarray, top_k: int, *, batch_size: in
     Returns:
       ``mse``, ``r2`` (1 - SSE / SST with the pooled mean, i.e. over all N rows), ``l0``.
     """
-    from texter_jax.sae import sae_apply
-
     fn = jax.jit(lambda p, xb: sae_apply(p, xb, top_k)[1:])
     sse = l0 = 0.0
     for lo in range(0, x.shape[0], batch_size):
@@ -282,9 +282,6 @@ def train_sae(shards, out: str | os.PathLike, *, sae_config: SaeConfig,
       SaeTrainResult with the final params (dictionary rows projected to unit norm) and
       per-epoch logs. The final params are also written to ``<out>/sae``.
     """
-    import orbax.checkpoint as ocp
-    from tqdm.auto import tqdm
-
     cfg = train_config
     out = Path(out).absolute()
     n, d = len(shards), int(shards.dim)

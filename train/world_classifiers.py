@@ -45,6 +45,9 @@ import optax
 
 from texter_jax.batching import map_in_batches
 from texter_jax.classifier import Classifier
+from texter_jax.io.atomic import write_json_atomic
+from texter_jax.io.checkpoints import load_model, save_model
+from texter_jax.models.registry import config_to_dict
 from texter_jax.models.resnet import ResNetConfig, make_classifier
 from texter_jax.world.attributes import DISCRETE, WORLD_VERSION, WorldAttrs, sample_attributes
 from texter_jax.world.generator import render
@@ -311,10 +314,6 @@ def get_or_train_classifiers(cache_dir: str | Path, cfg: ClassifierTrainConfig |
     Returns:
       ``{name: (classifier, variables, metrics)}``.
     """
-    from texter_jax.io.atomic import write_json_atomic
-    from texter_jax.io.checkpoints import load_model, save_model
-    from texter_jax.models.registry import config_to_dict
-
     cfg = cfg or ClassifierTrainConfig()
     tasks = tasks or TASKS
     root = Path(cache_dir) / "classifiers"

@@ -52,6 +52,9 @@ import jax
 import numpy as np
 import optax
 
+from texter_jax.io.atomic import write_json_atomic
+from texter_jax.io.checkpoints import load_model, save_model
+from texter_jax.models.registry import config_to_dict
 from texter_jax.models.world_clip import WorldClip, WorldClipConfig, make_world_clip
 from texter_jax.world.attributes import WORLD_VERSION, WorldAttrs, sample_attributes
 from texter_jax.world.captions import ATTR_ORDER, captions, value_phrases
@@ -313,10 +316,6 @@ def get_or_train_world_clip(cache_dir: str | Path, cfg: ClipTrainConfig | None =
     Returns:
       ``(model, variables, metrics)``.
     """
-    from texter_jax.io.atomic import write_json_atomic
-    from texter_jax.io.checkpoints import load_model, save_model
-    from texter_jax.models.registry import config_to_dict
-
     cfg = cfg or ClipTrainConfig()
     out = Path(cache_dir) / CACHE_NAME
     metrics_path = out / METRICS_NAME

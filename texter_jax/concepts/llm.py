@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+from PIL import Image
 
 from texter_jax.concepts import banks
 
@@ -274,8 +275,6 @@ def image_to_data_url(image: Any, *, fmt: str = "JPEG", quality: int = 90) -> st
     elif isinstance(image, (bytes, bytearray)):
         data, mime = bytes(image), "image/jpeg"
     else:
-        from PIL import Image
-
         arr = np.asarray(image)
         if arr.ndim != 3 or arr.shape[-1] != 3:
             raise ValueError(f"image must be [H, W, 3], got {arr.shape}")

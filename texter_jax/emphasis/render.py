@@ -20,7 +20,6 @@ noise 0.05, phase std 1.0.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import Callable, NamedTuple
 
@@ -33,64 +32,9 @@ from jax.tree_util import Partial
 from texter_jax.emphasis.crops import random_crops
 from texter_jax.emphasis.nadam import torch_nadam
 from texter_jax.emphasis.param import init_phase, phase_to_image, spectrum_shape
+from texter_jax.config import MacoConfig
 from texter_jax.emphasis.progress import _report_step
 from texter_jax.types import Array, PRNGKey
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class MacoConfig:
-    """MACO hyperparameters; defaults are the release's.
-
-    Attributes:
-      canvas: S, side of the optimised square image.
-      steps: optimisation steps.
-      learning_rate, b1, b2, eps, momentum_decay: torch NAdam settings.
-      n_crops: random crops per step.
-      crop_size: side of each crop fed to the objective (the model input).
-      side_range: crop side, uniform in this range, as a fraction of S (the release's
-        effective 0.25-0.30, from its box_size (0.20, 0.25); see ``crops.py``).
-      centre_std: std of each crop centre around 0.5, per axis.
-      clip_boxes: keep boxes inside the canvas (the release's MACO loop does not).
-      noise: scale of the Gaussian and of the uniform noise added to crops.
-      phase_std: std of the random initial phase.
-      stop_rtol: None (the release: always ``steps`` steps) or the convergence rule's
-        tolerance: the steps run in windows of ``stop_window``; after at least
-        ``stop_min_steps`` steps, MACO stops at the end of the first window whose mean
-        objective exceeds the previous window's by no more than ``stop_rtol`` times its
-        magnitude. Later trace entries are NaN (see :func:`final_objective`).
-      stop_window, stop_min_steps: see ``stop_rtol``; ``steps`` must be a multiple of
-        ``stop_window`` when the rule is on.
-    """
-
-    canvas: int = 1280
-    steps: int = 512
-    learning_rate: float = 1.0
-    b1: float = 0.9
-    b2: float = 0.999
-    eps: float = 1e-8
-    momentum_decay: float = 4e-3
-    n_crops: int = 6
-    crop_size: int = 224
-    side_range: tuple[float, float] = (0.25, 0.30)
-    centre_std: float = 0.15
-    clip_boxes: bool = False
-    noise: float = 0.05
-    phase_std: float = 1.0
-    stop_rtol: float | None = None
-    stop_window: int = 32
-    stop_min_steps: int = 64
-
-    def __post_init__(self):
-        object.__setattr__(self, "side_range", tuple(float(s) for s in self.side_range))
-        lo, hi = self.side_range
-        if not 0 < lo <= hi <= 1:
-            raise ValueError(f"side_range must satisfy 0 < low <= high <= 1, got {self.side_range}")
-        if self.canvas < 2 or self.steps < 1 or self.n_crops < 1 or self.crop_size < 1:
-            raise ValueError("canvas >= 2, steps >= 1, n_crops >= 1, crop_size >= 1 required")
-        if self.stop_rtol is not None and (self.stop_rtol < 0 or self.stop_window < 1
-                                           or self.steps % self.stop_window):
-            raise ValueError(f"with stop_rtol, steps ({self.steps}) must be a multiple of "
-                             f"stop_window ({self.stop_window}) and stop_rtol >= 0")
 
 
 class MacoResult(NamedTuple):

@@ -14,13 +14,18 @@ in that standardisation, which both templates here guarantee).
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Iterable
 
+import jax
 import numpy as np
+from PIL import Image
 
 from texter_jax.emphasis.param import decorrelate_colors, spectrum_shape
+from texter_jax.io.atomic import write_bytes_atomic
+from texter_jax.io.images import load_image
 
 # Natural-image amplitude spectra fall as ~1/f^a with a close to 1 (power ~ 1/f^2:
 # Field 1987, JOSA A 4(12); van der Schaaf & van Hateren 1996, Vision Res. 36(17),
@@ -72,8 +77,6 @@ def _square_resize(image: np.ndarray, canvas: int) -> np.ndarray:
 
     Cropping instead of stretching keeps frequencies isotropic.
     """
-    from PIL import Image
-
     h, w = image.shape[:2]
     if (h, w) != (canvas, canvas):
         scale = canvas / min(h, w)
@@ -163,8 +166,6 @@ def spectrum_from_images(images: Iterable[str | os.PathLike | np.ndarray],
     count = 0
     for item in images:
         if isinstance(item, (str, os.PathLike)):
-            from texter_jax.io.images import load_image  # PIL only when reading files
-
             img = load_image(item, resize=canvas, crop=canvas)
         else:
             img = np.asarray(item)
@@ -183,10 +184,6 @@ def spectrum_from_images(images: Iterable[str | os.PathLike | np.ndarray],
 
 def save_spectrum(path: str | os.PathLike, magnitude: np.ndarray) -> Path:
     """Writes a template as float32 ``.npy`` (atomically). Returns the path written."""
-    import io
-
-    from texter_jax.io.atomic import write_bytes_atomic
-
     magnitude = np.asarray(magnitude, np.float32)
     _check_template(magnitude)
     buf = io.BytesIO()
@@ -207,8 +204,6 @@ def load_spectrum(path: str | os.PathLike, canvas: int | None = None) -> np.ndar
     magnitude = np.load(path).astype(np.float32)
     _check_template(magnitude)
     if canvas is not None and magnitude.shape != spectrum_shape(canvas):
-        import jax
-
         magnitude = np.asarray(jax.image.resize(
             magnitude, spectrum_shape(canvas), method="linear", antialias=True))
     return magnitude

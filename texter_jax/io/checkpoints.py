@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
+import flax
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 
 from texter_jax.io.atomic import atomic_directory, write_json_atomic
+from texter_jax.models.registry import abstract_variables, build_model
 
 FORMAT = "texter_jax/model/v1"
 CONFIG_NAME = "texter_config.json"
@@ -30,11 +34,8 @@ class CheckpointError(ValueError):
 
 
 def _versions() -> dict[str, str]:
-    import flax
-    import orbax.checkpoint
-
     return {"jax": jax.__version__, "flax": flax.__version__,
-            "orbax": orbax.checkpoint.__version__}
+            "orbax": ocp.__version__}
 
 
 def _to_numpy_tree(tree: Any) -> Any:
@@ -44,8 +45,6 @@ def _to_numpy_tree(tree: Any) -> Any:
 
 def save_pytree(path: str | os.PathLike, tree: Any) -> None:
     """Saves a pytree of arrays with Orbax at ``path`` (must not exist)."""
-    import orbax.checkpoint as ocp
-
     path = Path(path).absolute()
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(path, _to_numpy_tree(tree))
@@ -59,8 +58,6 @@ def restore_pytree(path: str | os.PathLike, target: Any | None = None) -> Any:
       path: the Orbax folder.
       target: optional abstract tree (``jax.ShapeDtypeStruct`` leaves) to restore into.
     """
-    import orbax.checkpoint as ocp
-
     path = Path(path).absolute()
     if not path.is_dir():
         raise CheckpointError(f"no Orbax checkpoint folder at {path}")
@@ -88,8 +85,6 @@ def save_model(out_dir: str | os.PathLike, family: str, config: dict[str, Any],
     ``extra_files`` (e.g. tokenizer vocab.json / merges.txt) are copied beside them.
     Nothing is left at ``out_dir`` if anything fails.
     """
-    import shutil
-
     out_dir = Path(out_dir).absolute()
     with atomic_directory(out_dir, overwrite=overwrite) as tmp:
         for f in extra_files:
@@ -125,8 +120,6 @@ def load_model(path: str | os.PathLike):
       ``(model, variables)``: the model object (a ``Classifier`` or a CLIP model) and
       its variables as a pytree of numpy arrays, shape-checked against the model.
     """
-    from texter_jax.models.registry import abstract_variables, build_model
-
     path = Path(path)
     meta = read_model_config(path)
     model = build_model(meta["family"], meta["config"])

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Iterable
 
 import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 
@@ -58,8 +59,6 @@ def list_images(inputs: Iterable[str | os.PathLike]) -> list[Path]:
 
 def load_rgb(path: str | os.PathLike):
     """Opens ``path`` as an upright RGB PIL image (EXIF orientation applied)."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
     try:
         with Image.open(path) as im:
             im = ImageOps.exif_transpose(im)
@@ -76,8 +75,6 @@ def load_rgb(path: str | os.PathLike):
 def resize_center_crop(image, resize: int, crop: int, *, resample: str = "bilinear"):
     """torchvision-style ``Resize(resize)`` (shorter side, antialiased; ``"bilinear"`` or
     ``"bicubic"``) then ``CenterCrop(crop)`` on a PIL image."""
-    from PIL import Image
-
     filt = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}[resample]
     w, h = image.size
     if w <= h:
@@ -95,3 +92,35 @@ def load_image(path: str | os.PathLike, *, resize: int = 224, crop: int = 224) -
     """Loads one image as float32 [crop, crop, 3] in [0, 1] (Resize + CenterCrop)."""
     im = resize_center_crop(load_rgb(path), resize, crop)
     return np.asarray(im, dtype=np.float32) / 255.0
+
+
+# The preprocessings, by name: for an input of side S, (resize of the shorter side as a
+# multiple of S, resampling filter); a centre crop of S follows.
+PREPROCESSINGS: dict[str, tuple[float, str]] = {
+    # ImageNet evaluation, Resize(S * 256/224) + CenterCrop(S): `texter explain`, `texter
+    # eval` by default, and the release's SAE features (Resize(256) + CenterCrop(224))
+    "imagenet": (256 / 224, "bilinear"),
+    # Resize(S) + CenterCrop(S): the release's aligner features; the identity for square
+    # images already at S (the procedural world)
+    "resize": (1.0, "bilinear"),
+    # CLIP's own (OpenAI clip: Resize(S, bicubic) + CenterCrop(S))
+    "clip": (1.0, "bicubic"),
+}
+
+
+def preprocess_sizes(name: str, size: int) -> tuple[int, int, str]:
+    """``(resize, crop, resample)`` of the preprocessing ``name`` for side ``size``."""
+    if name not in PREPROCESSINGS:
+        raise ValueError(f"preprocessing must be one of {sorted(PREPROCESSINGS)}, got {name!r}")
+    scale, resample = PREPROCESSINGS[name]
+    return int(round(size * scale)), size, resample
+
+
+def load_preprocessed(path: str | os.PathLike, name: str, size: int, *,
+                      dtype=np.float32) -> np.ndarray:
+    """One image after the named preprocessing: [size, size, 3], float32 in [0, 1] (or
+    uint8 in [0, 255] with ``dtype=np.uint8``). Raises :class:`ImageLoadError` naming the
+    file when it cannot be decoded."""
+    resize, crop, resample = preprocess_sizes(name, size)
+    im = np.asarray(resize_center_crop(load_rgb(path), resize, crop, resample=resample))
+    return im.astype(np.uint8) if dtype == np.uint8 else im.astype(np.float32) / 255.0

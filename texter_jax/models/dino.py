@@ -19,7 +19,7 @@ from typing import Any
 import jax.numpy as jnp
 
 from texter_jax.classifier import Classifier
-from texter_jax.models.vit import ViTConfig, VisionTransformer
+from texter_jax.models.vit import ViTConfig, VisionTransformer, build_vit_family
 from texter_jax.types import Array
 
 FAMILY = "dino_vit"
@@ -77,9 +77,4 @@ class DinoVisionTransformer(VisionTransformer):
 
 def build(family: str, config: dict[str, Any]) -> Classifier:
     """Builds the ``dino_vit`` family classifier from a JSON config dict."""
-    if family != FAMILY:
-        raise ValueError(f"texter_jax.models.dino builds family 'dino_vit', not {family!r}")
-    cfg = DinoViTConfig(**config)
-    return Classifier(family=family, module=DinoVisionTransformer(cfg), config=cfg,
-                      image_size=cfg.image_size, feature_dim=cfg.feature_dim,
-                      num_classes=cfg.num_classes, mean=cfg.mean, std=cfg.std)
+    return build_vit_family(family, FAMILY, DinoViTConfig, DinoVisionTransformer, config)

@@ -34,6 +34,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, NamedTuple
 
@@ -167,8 +168,7 @@ def _conv(features: int, kernel: int, stride: int, name: str, groups: int = 1) -
     return conv_layer(features, kernel, stride, name, padding="SAME", groups=groups)
 
 
-def _bn(name: str) -> nn.BatchNorm:
-    return frozen_batch_norm(name, BN_EPSILON)
+_bn = functools.partial(frozen_batch_norm, epsilon=BN_EPSILON)
 
 
 class MBConv(nn.Module):

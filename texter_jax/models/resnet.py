@@ -20,6 +20,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -149,8 +150,7 @@ def _conv(features: int, kernel: int, stride: int, name: str) -> nn.Conv:
     return conv_layer(features, kernel, stride, name, padding=((pad, pad), (pad, pad)))
 
 
-def _bn(name: str) -> nn.BatchNorm:
-    return frozen_batch_norm(name, BN_EPSILON)
+_bn = functools.partial(frozen_batch_norm, epsilon=BN_EPSILON)
 
 
 class Stem(nn.Module):

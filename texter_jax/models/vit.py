@@ -217,14 +217,22 @@ class VisionTransformer(nn.Module):
         return self.head(z), acts
 
 
+def build_vit_family(family: str, expected: str, config_cls, module_cls,
+                     config: dict[str, Any]) -> Classifier:
+    """A ViT-shaped classifier (``vit``, ``dino_vit``) from a JSON config dict; the
+    config class gives ``feature_dim`` (or ``hidden_size``) and pixel statistics."""
+    if family != expected:
+        raise ValueError(f"{module_cls.__module__} builds family {expected!r}, not {family!r}")
+    cfg = config_cls(**config)
+    return Classifier(family=family, module=module_cls(cfg), config=cfg,
+                      image_size=cfg.image_size,
+                      feature_dim=getattr(cfg, "feature_dim", cfg.hidden_size),
+                      num_classes=cfg.num_classes, mean=cfg.mean, std=cfg.std)
+
+
 def build(family: str, config: dict[str, Any]) -> Classifier:
     """Builds the ``vit`` family classifier from a JSON config dict."""
-    if family != FAMILY:
-        raise ValueError(f"texter_jax.models.vit builds family 'vit', not {family!r}")
-    cfg = ViTConfig(**config)
-    return Classifier(family=family, module=VisionTransformer(cfg), config=cfg,
-                      image_size=cfg.image_size, feature_dim=cfg.hidden_size,
-                      num_classes=cfg.num_classes, mean=cfg.mean, std=cfg.std)
+    return build_vit_family(family, FAMILY, ViTConfig, VisionTransformer, config)
 
 
 def random_variables(model: Classifier, seed: int = 0) -> dict:

@@ -20,6 +20,7 @@ control shows the world as its models learned it; nothing is fitted to concept i
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 
 from texter_jax.world.attributes import (COLOUR_RGB, DISCRETE, SIZE_RADIUS, WorldAttrs,
@@ -34,8 +35,6 @@ CONTROLLED = ("shape", "colour", "pattern", "background", "badge")
 
 def upsampled_inputs(images: np.ndarray, canvas: int) -> np.ndarray:
     """Images float [N, H, W, 3] in [0, 1] -> float32 [N, canvas, canvas, 3], bilinear."""
-    import jax
-
     images = np.asarray(images, np.float32)
     n, _, _, c = images.shape
     return np.asarray(jax.image.resize(images, (n, canvas, canvas, c), "linear"))

@@ -1,0 +1,104 @@
+"""texter_jax.session: one object, built from files or memory, that explain / eval / demo
+share; its checks name the part that does not fit."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from tests.helpers import aligner_folder, sae_folder, tiny_classifier_folder, tiny_clip_folder
+from texter_jax import session as session_lib
+from texter_jax.emphasis import MacoConfig
+from texter_jax.explain import ExplainConfig, explain_batch, image_keys
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory):
+    root = tmp_path_factory.mktemp("session")
+    clf = tiny_classifier_folder(root / "clf")  # 16 features, 5 classes
+    clip = tiny_clip_folder(root / "clip", root)  # embeds in 12
+    return {"root": root, "classifier": clf, "clip": clip,
+            "aligner": aligner_folder(root / "aligner", 16, 12),
+            "sae": sae_folder(root / "sae", 16),
+            "bad_aligner": aligner_folder(root / "aligner_bad", 8, 12),
+            "bad_sae": sae_folder(root / "sae_bad", 8)}
+
+
+def test_session_explains_as_explain_batch_does(parts, tmp_path):
+    names = tmp_path / "names.txt"
+    names.write_text("\n".join(f"thing {i}" for i in range(5)))
+    s = session_lib.load(parts["classifier"], parts["clip"], parts["aligner"], parts["sae"],
+                         class_names=names, text_cache=tmp_path / "cache")
+    assert s.class_names == [f"thing {i}" for i in range(5)]
+    x = np.random.default_rng(0).uniform(size=(3, 32, 32, 3)).astype(np.float32)
+    cfg = ExplainConfig(k_neu=2, ig_steps=4, map_crops=2,
+                        maco=MacoConfig(canvas=32, steps=2, n_crops=2, crop_size=32))
+    keys = image_keys(0, range(3))
+    got = s.explain(x, keys, cfg)
+    want = explain_batch(s.classifier, s.variables, s.aligner, None, x, keys, cfg, sae=s.sae)
+    np.testing.assert_array_equal(got.crop_embeddings, want.crop_embeddings)
+    np.testing.assert_array_equal(got.unit_ids, want.unit_ids)
+    # the README's lines: rank the bank of the first image's prediction
+    import texter_jax as tj
+
+    texts = s.bank_for(s.class_names[got.label[0]])
+    ranked = tj.rank_concepts(
+        tj.retrieve(got.crop_embeddings[:1], s.text_embeddings(texts))[0], texts)
+    assert len(texts) > 10 and sorted(t for t, _ in ranked) == sorted(texts)
+    scores = [v for _, v in ranked]
+    assert scores == sorted(scores, reverse=True)
+    label, prob, emb = s.text_to_concept(x)
+    np.testing.assert_array_equal(label, want.label)
+    np.testing.assert_allclose(prob, want.prob, rtol=1e-6)
+    assert emb.shape == (3, 1, 12)
+
+
+def test_text_embeddings_encode_each_text_once(parts, tmp_path):
+    s = session_lib.load(parts["classifier"], parts["clip"], parts["aligner"],
+                         text_cache=tmp_path / "cache")
+    calls = []
+    encode = s.encode_texts
+
+    def counting(texts):
+        calls.append(list(texts))
+        return encode(texts)
+
+    s2 = session_lib.Session(s.classifier, s.variables, s.clip, s.clip_variables, s.aligner,
+                             encode_texts=counting, text_cache=s.text_cache)
+    a = s2.text_embeddings(["a red disc", "a blue square", "a red disc"])
+    b = s2.text_embeddings(["a blue square", "stripes"])
+    assert a.shape == (3, 12) and b.shape == (2, 12)
+    np.testing.assert_array_equal(a[1], b[0])
+    np.testing.assert_array_equal(a[0], a[2])
+    assert calls == [["a red disc", "a blue square"], ["stripes"]]
+    # a fresh session reads them back from the disk cache: no encoding at all
+    fresh = session_lib.Session(s.classifier, s.variables, s.clip, s.clip_variables,
+                                s.aligner, encode_texts=counting, text_cache=s.text_cache)
+    np.testing.assert_allclose(fresh.text_embeddings(["stripes"]), b[1:], rtol=1e-6)
+    assert len(calls) == 2
+    assert fresh.text_embeddings([]).shape == (0, 12)
+
+
+@pytest.mark.parametrize("case, needle", [
+    ("aligner", "expected W [12, 16]"),
+    ("sae", "takes 8-d inputs, but the classifier has 16 features"),
+    ("names", "3 class names for a classifier with 5 classes"),
+    ("swapped", "not a classifier"),
+])
+def test_parts_that_do_not_fit_are_named(parts, tmp_path, case, needle):
+    kw = dict(classifier=parts["classifier"], clip=parts["clip"], aligner=parts["aligner"])
+    if case == "aligner":
+        kw["aligner"] = parts["bad_aligner"]
+    elif case == "sae":
+        kw["sae"] = parts["bad_sae"]
+    elif case == "names":
+        (tmp_path / "n.txt").write_text("a\nb\nc\n")
+        kw["class_names"] = tmp_path / "n.txt"
+    else:
+        kw["classifier"], kw["clip"] = parts["clip"], parts["classifier"]
+    with pytest.raises(session_lib.SessionError, match=re.escape(needle)) as e:
+        session_lib.load(**kw)
+    if case in ("aligner", "sae"):
+        assert str(kw[case]) in str(e.value)  # the file at fault is named
