@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from texter_jax.config import ExplainConfig, MacoConfig
+
 # Method name -> (ExplainConfig overrides, uses the SAE). text2concept has no stage 2.
 METHODS = ("texter", "texter-nosae", "text2concept", "texter-logit")
 MACO_METHODS = {"texter": {"use_sae": True}, "texter-nosae": {"use_sae": False},
@@ -63,10 +65,6 @@ class DemoConfig:
     def __post_init__(self):
         if self.spectrum not in ("world", "power_law"):
             raise ValueError(f"spectrum must be 'world' or 'power_law', got {self.spectrum!r}")
-        # imported here, not at the top: `texter demo --help` reads this module without JAX
-        from texter_jax.emphasis import MacoConfig
-        from texter_jax.explain import ExplainConfig
-
         # fails now, not after training, if the preset cannot take these MACO steps
         ExplainConfig.preset(self.preset, maco=MacoConfig(canvas=self.canvas,
                                                           steps=self.maco_steps))

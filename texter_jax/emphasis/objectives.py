@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from jax.tree_util import Partial
 
 from texter_jax.classifier import Classifier
+from texter_jax.sae import sae_encode
 from texter_jax.types import Array, Variables
 
 
@@ -124,7 +125,7 @@ def sae_objective(classifier: Classifier, variables: Variables,
       The same callable contract as :func:`features_objective`, scoring codes.
     """
     if sae_encode_fn is None:
-        from texter_jax.sae import sae_encode as sae_encode_fn  # lazy: optional stage
+        sae_encode_fn = sae_encode
     static = _UnitActivations(classifier, _dtype_name(compute_dtype), sae_encode_fn,
                               int(top_k))
     return Partial(static, variables, sae_params)

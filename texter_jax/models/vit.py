@@ -30,6 +30,7 @@ import numpy as np
 from flax import linen as nn
 
 from texter_jax.classifier import IMAGENET_MEAN, IMAGENET_STD, Classifier
+from texter_jax.models.registry import abstract_variables
 from texter_jax.types import Array
 
 FAMILY = "vit"
@@ -242,8 +243,6 @@ def random_variables(model: Classifier, seed: int = 0) -> dict:
     generator: LayerNorm scales ~1, biases and embeddings small, kernels with
     1/sqrt(fan_in) scale, so activations stay O(1). For tests and benchmarks only.
     """
-    from texter_jax.models.registry import abstract_variables
-
     rng = np.random.default_rng(seed)
     abstract = abstract_variables(model)
 
