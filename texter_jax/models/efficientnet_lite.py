@@ -44,6 +44,7 @@ from flax import linen as nn
 from texter_jax.classifier import Classifier
 from texter_jax.models.conv import conv_layer, frozen_batch_norm
 from texter_jax.models.registry import config_from_dict
+from texter_jax.models.pooled_cnn import PooledCnn
 from texter_jax.types import Array
 
 FAMILY = "efficientnet_lite"
@@ -187,8 +188,12 @@ class MBConv(nn.Module):
         return y + x if p.residual else y
 
 
-class EfficientNetLite(nn.Module):
-    """EfficientNet-Lite classifier on *normalised* NHWC images."""
+class EfficientNetLite(PooledCnn):
+    """EfficientNet-Lite classifier on *normalised* NHWC images.
+
+    Activations (``__call__``): ``stem`` [B, H/2, W/2, 32], ``block0`` .. ``blockN``
+    (NHWC), ``head`` [B, H/32, W/32, head_width], ``features`` [B, head_width].
+    """
 
     config: EfficientNetLiteConfig
 
@@ -209,23 +214,6 @@ class EfficientNetLite(nn.Module):
         acts["head"] = nn.relu6(self.head_bn(self.head_conv(h)))
         acts["features"] = jnp.mean(acts["head"], axis=(1, 2))  # global average pool
         return acts
-
-    def features(self, x: Array) -> Array:
-        """Normalised images float32 [B, H, W, 3] -> pooled head conv [B, head_width]."""
-        return self._forward(x)["features"]
-
-    def head(self, z: Array) -> Array:
-        """Features [B, head_width] -> logits [B, num_classes] (dropout is train-only)."""
-        return self.fc(z)
-
-    def __call__(self, x: Array) -> tuple[Array, dict[str, Array]]:
-        """Normalised images [B, H, W, 3] -> (logits [B, C], acts).
-
-        ``acts``: ``stem`` [B, H/2, W/2, 32], ``block0`` .. ``blockN`` (NHWC), ``head``
-        [B, H/32, W/32, 1280], ``features`` [B, 1280].
-        """
-        acts = self._forward(x)
-        return self.head(acts["features"]), acts
 
 
 def make_classifier(config: EfficientNetLiteConfig) -> Classifier:

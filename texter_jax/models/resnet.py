@@ -31,6 +31,7 @@ from flax import linen as nn
 from texter_jax.classifier import Classifier
 from texter_jax.models import registry
 from texter_jax.models.conv import conv_layer, frozen_batch_norm
+from texter_jax.models.pooled_cnn import PooledCnn
 from texter_jax.types import Array
 
 BN_EPSILON = 1e-5  # torch.nn.BatchNorm2d default, used by torchvision and HF ResNets.
@@ -206,12 +207,14 @@ class Stage(nn.Module):
         return x
 
 
-class ResNet(nn.Module):
+class ResNet(PooledCnn):
     """ResNet classifier on *normalised* NHWC images.
 
     Variables: ``params`` and ``batch_stats`` (``mean``/``var`` of every BatchNorm),
     under ``stem``, ``stage1`` .. ``stageN`` (blocks ``blockK`` with ``conv1``/``bn1``
-    .. and optionally ``shortcut_conv``/``shortcut_bn``) and ``fc``.
+    .. and optionally ``shortcut_conv``/``shortcut_bn``) and ``fc``. Activations
+    (``__call__``): ``stem`` [B, H/4, W/4, stem_width], ``stage1`` .. ``stageN`` (NHWC),
+    ``features`` [B, widths[-1]].
     """
 
     config: ResNetConfig
@@ -233,23 +236,6 @@ class ResNet(nn.Module):
             h = acts[name] = getattr(self, name)(h)
         acts["features"] = jnp.mean(h, axis=(1, 2))  # global average pool
         return acts
-
-    def features(self, x: Array) -> Array:
-        """Normalised images float32 [B, H, W, 3] -> pooled last stage [B, widths[-1]]."""
-        return self._forward(x)["features"]
-
-    def head(self, z: Array) -> Array:
-        """Features [B, widths[-1]] -> logits [B, num_classes]."""
-        return self.fc(z)
-
-    def __call__(self, x: Array) -> tuple[Array, dict[str, Array]]:
-        """Normalised images [B, H, W, 3] -> (logits [B, C], acts).
-
-        ``acts``: ``stem`` [B, H/4, W/4, stem_width], ``stage1`` .. ``stageN``
-        (NHWC), ``features`` [B, D].
-        """
-        acts = self._forward(x)
-        return self.head(acts["features"]), acts
 
 
 def make_classifier(config: ResNetConfig, family: str = "resnet") -> Classifier:
