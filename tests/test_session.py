@@ -102,3 +102,16 @@ def test_parts_that_do_not_fit_are_named(parts, tmp_path, case, needle):
         session_lib.load(**kw)
     if case in ("aligner", "sae"):
         assert str(kw[case]) in str(e.value)  # the file at fault is named
+
+
+def test_a_session_from_memory_needs_a_tokenizer_only_to_encode_texts(parts):
+    s = session_lib.load(parts["classifier"], parts["clip"], parts["aligner"])
+    bare = session_lib.Session(s.classifier, s.variables, s.clip, s.clip_variables, s.aligner)
+    x = np.random.default_rng(1).uniform(size=(2, 32, 32, 3)).astype(np.float32)
+    assert bare.text_to_concept(x)[2].shape == (2, 1, 12)  # the image side needs none
+    with pytest.raises(session_lib.SessionError, match="cannot encode texts"):
+        bare.text_embeddings(["a red disc"])
+    named = session_lib.Session(s.classifier, s.variables, s.clip, s.clip_variables,
+                                s.aligner, names={"clip": str(parts["clip"])})
+    np.testing.assert_allclose(named.text_embeddings(["a red disc"]),
+                               s.text_embeddings(["a red disc"]), rtol=1e-6)

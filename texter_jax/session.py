@@ -55,7 +55,8 @@ class Session:
       aligner: w [E, D], b [E].
       sae: a TopK SAE over the D features, or None.
       class_names: C names in index order.
-      encode_texts: ``texts -> [N, E]`` (default: the CLIP's text tower).
+      encode_texts: ``texts -> [N, E]`` (default: the CLIP's text tower, with its own
+        tokenizer or the one in the folder ``names["clip"]``).
       text_cache: an on-disk cache for ``encode_texts``, or None.
       banks: concept-bank sources.
       names: where each part came from (paths, or descriptions), for messages.
@@ -99,9 +100,10 @@ class Session:
             raise SessionError(f"{len(names)} class names for a classifier with "
                                f"{self.classifier.num_classes} classes")
         object.__setattr__(self, "class_names", list(names))
-        if self.encode_texts is None:
+        clip_dir = self.names.get("clip")
+        if self.encode_texts is None and (hasattr(self.clip, "tokenize") or clip_dir):
             object.__setattr__(self, "encode_texts", text_encoder(
-                self.clip, self.clip_variables, self.names.get("clip")))
+                self.clip, self.clip_variables, clip_dir))
 
     # -- text side --------------------------------------------------------------------
 
@@ -116,6 +118,10 @@ class Session:
         in-memory memo (each distinct text is encoded once per session)."""
         memo = self._memo
         missing = [t for t in dict.fromkeys(texts) if t not in memo]
+        if missing and self.encode_texts is None:
+            raise SessionError("this session cannot encode texts: its CLIP has no tokenizer "
+                               "of its own; pass encode_texts= (or names={'clip': folder "
+                               "with the tokenizer files})")
         if missing:
             emb = (self.text_cache.get(missing, self.encode_texts) if self.text_cache
                    else self.encode_texts(missing))
