@@ -121,34 +121,8 @@ class ExplainRun:
                 text_emb = session.text_embeddings(texts)
                 scores = np.asarray(mapping.retrieve(emb[j:j + 1], text_emb))[0]
                 ranked = mapping.rank_concepts(scores, texts)
-                record = {
-                    "format": RESULTS_FORMAT,
-                    "image_filename": paths[i].name,
-                    "image_path": str(paths[i]),
-                    "method": a.method,
-                    "use_sae": self.use_sae,
-                    "predicted_label": int(labels[j]),
-                    "pred_class_name": cls,
-                    "pred_prob": float(probs[j]),
-                    "ranked_texts": [[t, round(float(s), 6)] for t, s in ranked],
-                    "num_concepts_total": len(ranked),
-                    "seed": a.seed,
-                }
-                if ex is not None:
-                    valid = ex.unit_ids[j] >= 0
-                    record.update({
-                        "top_k_influential_indices": ex.unit_ids[j][valid].tolist(),
-                        "influence_scores": [float(s) for s in ex.unit_scores[j][valid]],
-                        "maco_retries": int(ex.retries[j]),
-                        "maco_final_objective": float(final_objective(ex.objective_trace[j])),
-                        "maco_steps_run": int(np.sum(~np.isnan(ex.objective_trace[j]))),
-                        "config": {"k_neu": config.k_neu, "ig_steps": config.ig_steps,
-                                   "steps": config.maco.steps, "canvas": config.maco.canvas,
-                                   "crops": config.maco.n_crops,
-                                   "preset": getattr(a, "preset", "release"),
-                                   "map_crops": config.map_crops,
-                                   "compute_dtype": config.compute_dtype or "float32"},
-                    })
+                record = self._record(paths[i], cls, labels[j], probs[j], ranked,
+                                      ex, j, config)
                 folder = out / names[i]
                 write_json_atomic(folder / "results.json", record)
                 if not a.no_figures:
@@ -166,6 +140,39 @@ class ExplainRun:
               + (f"; skipped {len(errors)} unreadable file(s), listed in {out / 'run.json'}"
                  if errors else ""))
         return 0 if written else 1
+
+    def _record(self, path: Path, cls: str, label, prob, ranked, ex, j: int, config) -> dict:
+        """results.json of one image (``ex`` None for the Text-to-Concept baseline)."""
+        a = self.args
+        record = {
+            "format": RESULTS_FORMAT,
+            "image_filename": path.name,
+            "image_path": str(path),
+            "method": a.method,
+            "use_sae": self.use_sae,
+            "predicted_label": int(label),
+            "pred_class_name": cls,
+            "pred_prob": float(prob),
+            "ranked_texts": [[t, round(float(s), 6)] for t, s in ranked],
+            "num_concepts_total": len(ranked),
+            "seed": a.seed,
+        }
+        if ex is not None:
+            valid = ex.unit_ids[j] >= 0
+            record.update({
+                "top_k_influential_indices": ex.unit_ids[j][valid].tolist(),
+                "influence_scores": [float(s) for s in ex.unit_scores[j][valid]],
+                "maco_retries": int(ex.retries[j]),
+                "maco_final_objective": float(final_objective(ex.objective_trace[j])),
+                "maco_steps_run": int(np.sum(~np.isnan(ex.objective_trace[j]))),
+                "config": {"k_neu": config.k_neu, "ig_steps": config.ig_steps,
+                           "steps": config.maco.steps, "canvas": config.maco.canvas,
+                           "crops": config.maco.n_crops,
+                           "preset": getattr(a, "preset", "release"),
+                           "map_crops": config.map_crops,
+                           "compute_dtype": config.compute_dtype or "float32"},
+            })
+        return record
 
     def _figure(self, path, image, record, ranked, ex, j):
         title = f"{record['image_filename']}\npred: {record['pred_class_name']} " \
