@@ -34,7 +34,6 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import functools
-import json
 import os
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple
@@ -47,16 +46,12 @@ import orbax.checkpoint as ocp
 from tqdm.auto import tqdm
 
 from texter_jax import sae as sae_io
-from texter_jax.io.atomic import write_json_atomic
-from texter_jax.io.checkpoints import CheckpointError
 from texter_jax.sae import (SaeConfig, SaeParams, init_sae, project_dictionary, sae_apply,
                             sae_encode)
 from texter_jax.types import PRNGKey
+from train.sae_checkpoints import (CKPT_DIR, FINAL_DIR, TRAIN_FORMAT, check_run_folder,
+                                   host_copy, open_checkpoints, resume)
 
-TRAIN_FORMAT = "texter_jax/sae_train/v1"
-TRAIN_CONFIG = "train_config.json"
-CKPT_DIR = "checkpoints"
-FINAL_DIR = "sae"
 R2_EPS = 1e-6  # overcomplete.metrics.Epsilon
 L0_THRESHOLD = 1e-6  # overcomplete.metrics.l0_eps
 TORCH_CLIP_EPS = 1e-6  # torch.nn.utils.clip_grad_norm_
@@ -234,35 +229,6 @@ class SaeTrainResult:
     resumed_from: int | None  # global step restored at start, None for a fresh run
 
 
-def _check_train_config(out: Path, wanted: dict[str, Any]) -> None:
-    cfg_path = out / TRAIN_CONFIG
-    if cfg_path.is_file():
-        try:
-            have = json.loads(cfg_path.read_text())
-        except json.JSONDecodeError as e:
-            raise CheckpointError(f"{cfg_path} is corrupt (not JSON): {e}") from e
-        if have.get("format") != TRAIN_FORMAT:
-            raise CheckpointError(f"{cfg_path}: format {have.get('format')!r}, expected "
-                                  f"{TRAIN_FORMAT!r}; {out} is not an SAE training folder")
-        diff = [k for k in ("sae", "train", "data") if have.get(k) != wanted[k]]
-        if diff:
-            raise CheckpointError(
-                f"{out} holds a run with other settings ({', '.join(diff)}: "
-                f"{ {k: have.get(k) for k in diff} } vs { {k: wanted[k] for k in diff} }); "
-                "use another output folder")
-        return
-    if out.exists() and any(p.name != FINAL_DIR for p in out.iterdir()):
-        raise CheckpointError(f"{out} is not empty and has no {TRAIN_CONFIG}; refusing to "
-                              "train into a foreign folder")
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(cfg_path, wanted)
-
-
-def _host_copy(tree):
-    # Real copies: the device buffers are donated to the next step.
-    return jax.tree.map(lambda a: np.array(a, copy=True), tree)
-
-
 def train_sae(shards, out: str | os.PathLike, *, sae_config: SaeConfig,
               train_config: SaeTrainConfig = SaeTrainConfig(), progress: bool = True,
               verbose: bool = True, log_every: int = 20) -> SaeTrainResult:
@@ -290,7 +256,7 @@ def train_sae(shards, out: str | os.PathLike, *, sae_config: SaeConfig,
     steps_per_epoch = n // cfg.batch_size
     if steps_per_epoch < 1:
         raise ValueError(f"{n} rows is less than one batch of {cfg.batch_size}")
-    _check_train_config(out, {"format": TRAIN_FORMAT, "sae": sae_config.to_dict(),
+    check_run_folder(out, {"format": TRAIN_FORMAT, "sae": sae_config.to_dict(),
                               "train": cfg.identity(), "data": {"rows": n, "dim": d}})
 
     root = jax.random.key(cfg.seed)
@@ -306,45 +272,17 @@ def train_sae(shards, out: str | os.PathLike, *, sae_config: SaeConfig,
 
     abstract = jax.eval_shape(fresh_state)
     ckpt_dir = out / CKPT_DIR
-    options = ocp.CheckpointManagerOptions(max_to_keep=cfg.max_to_keep, create=True,
-                                           cleanup_tmp_directories=True)
-    try:
-        mngr = ocp.CheckpointManager(ckpt_dir, options=options)
-        steps = mngr.all_steps()
-    except Exception as e:
-        raise CheckpointError(f"cannot open checkpoint folder {ckpt_dir}: {e}") from e
-    if not steps and any(ckpt_dir.iterdir()):
-        mngr.close()
-        raise CheckpointError(f"{ckpt_dir} holds no Orbax checkpoint steps but is not empty "
-                              "(corrupt or foreign folder)")
-
-    logs: list[dict[str, float]] = []
-    resumed_from = None
-    if steps:
-        latest = max(steps)
-        try:
-            restored = mngr.restore(latest, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
-            state, meta = restored["state"], restored["meta"]
-            epoch, start_step = int(meta["epoch"]), int(meta["step_in_epoch"])
-            global_step, logs = int(meta["global_step"]), list(meta["logs"])
-        except Exception as e:
-            mngr.close()
-            raise CheckpointError(
-                f"cannot resume from checkpoint {ckpt_dir / str(latest)}: "
-                f"{type(e).__name__}: {e}") from e
-        rng = np.asarray(state["rng"])
-        if not np.array_equal(rng, np.asarray(jax.random.key_data(root))):
-            mngr.close()
-            raise CheckpointError(f"{ckpt_dir / str(latest)} was made with another seed")
-        state = jax.tree.map(jnp.asarray, state)
+    mngr = open_checkpoints(ckpt_dir, cfg.max_to_keep)
+    resumed = resume(mngr, ckpt_dir, abstract, jax.random.key_data(root))
+    if resumed is None:
+        state, logs = fresh_state(), []
+        epoch, start_step, global_step, resumed_from = 0, 0, 0, None
+    else:
+        state, epoch, start_step, global_step, logs = resumed
         resumed_from = global_step
         if verbose:
-            print(f"resuming from {ckpt_dir / str(latest)} "
+            print(f"resuming from {ckpt_dir / str(global_step)} "
                   f"(epoch {epoch + 1}, step {start_step}/{steps_per_epoch})")
-    else:
-        state = fresh_state()
-        epoch, start_step, global_step = 0, 0, 0
 
     step_fn = make_train_step(tx, sae_config.top_k)
 
@@ -371,7 +309,7 @@ def train_sae(shards, out: str | os.PathLike, *, sae_config: SaeConfig,
                     bar.set_postfix(loss=f"{float(loss):.4g}")
                 if (cfg.checkpoint_every and global_step % cfg.checkpoint_every == 0
                         and s + 1 < steps_per_epoch):
-                    save(_host_copy(state), epoch, s + 1)
+                    save(host_copy(state), epoch, s + 1)
             bar.close()
             batches.close()
             acc = jax.device_get(state["acc"])
@@ -384,13 +322,13 @@ def train_sae(shards, out: str | os.PathLike, *, sae_config: SaeConfig,
                 print(f"epoch {epoch + 1}/{cfg.epochs}: loss {log['loss']:.5g}  "
                       f"R2 {log['r2']:.4f}  L0 {log['l0']:.1f}  dead {100 * log['dead']:.1f}%")
             state["acc"] = _zero_acc(sae_config.nb_concepts)
-            save(_host_copy(state), epoch + 1, 0)
+            save(host_copy(state), epoch + 1, 0)
             start_step = 0
         mngr.wait_until_finished()
     finally:
         mngr.close()
 
-    params = _host_copy(jax.jit(project_dictionary)(state["params"]))
+    params = host_copy(jax.jit(project_dictionary)(state["params"]))
     sae_io.save(out / FINAL_DIR, sae_config, params, overwrite=True,
              extra={"logs": logs, "train": dataclasses.asdict(cfg)})
     return SaeTrainResult(params=params, config=sae_config, logs=logs,
