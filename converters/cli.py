@@ -27,6 +27,20 @@ def register(subparsers) -> None:
                    help="linear-head weights file (DINO eval_linear format) for DINO backbones")
     p.add_argument("--num-classes", type=int, default=None,
                    help="number of classes when the head cannot tell (torchvision layouts)")
+    p.add_argument("--num-heads", type=int, default=None,
+                   help="attention heads of a ViT / DINO ViT / CLIP image tower whose width "
+                        "is not a published size (the weights do not store it)")
+    p.add_argument("--text-heads", type=int, default=None,
+                   help="attention heads of an OpenAI-layout CLIP text tower whose width 64 "
+                        "does not divide")
+    p.add_argument("--activation", choices=("quick_gelu", "gelu"), default=None,
+                   help="MLP activation of an OpenAI-layout CLIP (default quick_gelu, as "
+                        "OpenAI's models; open_clip models trained elsewhere often use gelu)")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="also read whole pickled models (torch.save(model)); this runs code "
+                        "from the file: only for files you trust")
+    p.add_argument("--allow-nonfinite", action="store_true",
+                   help="convert weights that hold NaN or infinite values (refused otherwise)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     p.set_defaults(func=run)
 
@@ -38,9 +52,16 @@ def run(args) -> int:
 
     try:
         out = convert(args.source, args.out, layout=args.layout, head=args.head,
-                      overwrite=args.overwrite, num_classes=args.num_classes)
+                      overwrite=args.overwrite, num_classes=args.num_classes,
+                      num_heads=args.num_heads, text_heads=args.text_heads,
+                      activation=args.activation, allow_pickle=args.allow_pickle,
+                      allow_nonfinite=args.allow_nonfinite)
     except (ConversionError, SourceError, FileExistsError) as e:
         print(f"texter convert: error: {e}", file=sys.stderr)
+        return 2
+    except ValueError as e:  # a model config that refuses what the weights imply
+        print(f"texter convert: error: {args.source}: the weights imply an invalid "
+              f"model: {e}", file=sys.stderr)
         return 2
     print(f"wrote {out}")
     return 0

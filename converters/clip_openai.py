@@ -15,11 +15,13 @@ import numpy as np
 
 from converters.clip_rules import dense_rules, expected_variables, ln_rules, make_config
 from converters.mapping import ConversionError, Converted, Rule, apply_rules, conv_kernel, identity
+from converters.vit_rules import head_count
 from converters.state_dict import Source
 from texter_jax.models import clip as clip_model
 from texter_jax.models.registry import config_to_dict
 
 OPENAI_LAYOUT = "openai-clip"
+OPENAI_HEAD_SIZE = 64  # build_model: heads = width // 64
 
 # OpenAI ViT CLIP models the OpenAI layout path reproduces (any ViT shape is read off
 # the tensors; these are the released ones).
@@ -36,12 +38,15 @@ def _count_blocks(keys: Iterable[str], prefix: str) -> int:
     return len({k[len(prefix):].split(".")[0] for k in keys if k.startswith(prefix)})
 
 
-def openai_clip_config(state_dict: dict[str, np.ndarray], *,
-                       activation: str = "quick_gelu") -> clip_model.ClipConfig:
+def openai_clip_config(state_dict: dict[str, np.ndarray], *, activation: str = "quick_gelu",
+                       num_heads: int | None = None, text_heads: int | None = None,
+                       source: str = "OpenAI CLIP") -> clip_model.ClipConfig:
     """Architecture of an OpenAI-layout ViT CLIP read off its tensor shapes.
 
     Mirrors OpenAI's ``build_model``: head counts are width // 64 (their convention, not
-    stored in the file), LayerNorm eps 1e-5, text pooled at the largest token id.
+    stored in the file) unless ``num_heads`` (image tower) / ``text_heads`` are given;
+    a width that 64 does not divide needs them. LayerNorm eps 1e-5, text pooled at the
+    largest token id.
 
     Raises:
       ConversionError: a ResNet image tower or missing tensors.
@@ -59,7 +64,8 @@ def openai_clip_config(state_dict: dict[str, np.ndarray], *,
               "transformer.resblocks.0.mlp.c_fc.weight")
     missing = [k for k in needed if k not in state_dict]
     if missing:
-        raise ConversionError(f"OpenAI CLIP state dict lacks {', '.join(missing)}")
+        raise ConversionError(f"OpenAI CLIP state dict lacks {', '.join(missing)}",
+                              missing=missing)
     conv = state_dict["visual.conv1.weight"]  # [width, 3, p, p]
     vision_width, patch = int(conv.shape[0]), int(conv.shape[-1])
     grid = round((state_dict["visual.positional_embedding"].shape[0] - 1) ** 0.5)
@@ -71,13 +77,15 @@ def openai_clip_config(state_dict: dict[str, np.ndarray], *,
         patch_size=patch,
         vision_width=vision_width,
         vision_layers=_count_blocks(state_dict, "visual.transformer.resblocks."),
-        vision_heads=vision_width // 64,
+        vision_heads=head_count(vision_width, None, num_heads, source, "CLIP image tower",
+                                head_size=OPENAI_HEAD_SIZE),
         vision_mlp=int(state_dict["visual.transformer.resblocks.0.mlp.c_fc.weight"].shape[0]),
         vocab_size=vocab_size,
         context_length=int(state_dict["positional_embedding"].shape[0]),
         text_width=text_width,
         text_layers=_count_blocks(state_dict, "transformer.resblocks."),
-        text_heads=text_width // 64,
+        text_heads=head_count(text_width, None, text_heads, source, "CLIP text tower",
+                              flag="--text-heads", head_size=OPENAI_HEAD_SIZE),
         text_mlp=int(state_dict["transformer.resblocks.0.mlp.c_fc.weight"].shape[0]),
         eos_token_id=vocab_size - 1,  # <|endoftext|> is the last id in OpenAI's vocab
         text_pooling="argmax",
@@ -130,7 +138,9 @@ def openai_clip_rules(cfg: clip_model.ClipConfig) -> list[Rule]:
     return rules
 
 
-def convert_openai_clip(source: Source, *, activation: str = "quick_gelu") -> Converted:
+def convert_openai_clip(source: Source, *, activation: str = "quick_gelu",
+                        num_heads: int | None = None,
+                        text_heads: int | None = None) -> Converted:
     """OpenAI ``clip`` ViT state dict -> :class:`Converted` (family ``clip``).
 
     Args:
@@ -140,11 +150,14 @@ def convert_openai_clip(source: Source, *, activation: str = "quick_gelu") -> Co
       activation: MLP activation. OpenAI models use ``"quick_gelu"``; open_clip models
         trained elsewhere in this layout often use ``"gelu"``, which the weights do not
         reveal.
+      num_heads, text_heads: attention heads of the image / text tower, when the
+        OpenAI rule (width // 64) does not apply.
 
     Raises:
       ConversionError: a ResNet tower, or keys and shapes that do not fit.
     """
-    cfg = openai_clip_config(source.state_dict, activation=activation)
+    cfg = openai_clip_config(source.state_dict, activation=activation, num_heads=num_heads,
+                             text_heads=text_heads, source=source.path)
     variables = apply_rules(
         source.state_dict, openai_clip_rules(cfg), expected_variables(cfg), source=source.path,
         # Scalars OpenAI's TorchScript models carry; build_model drops them too.

@@ -29,7 +29,7 @@ from typing import Iterable
 
 import numpy as np
 
-from converters.mapping import ConversionError, Converted, Rule, apply_rules, conv_kernel
+from converters.mapping import ConversionError, Converted, Rule, apply_rules
 from converters.resnet import _bn_rules, _conv_rule, _linear_rules, strip_prefix
 from converters.state_dict import Source
 from texter_jax.models.efficientnet_lite import (FAMILY, VARIANTS, EfficientNetLiteConfig,
@@ -93,7 +93,8 @@ def infer_config(sd: dict[str, np.ndarray], *, source: str = "<state dict>",
             "is supported")
     if "_fc.weight" not in sd:
         raise ConversionError(f"cannot convert {source}: missing key _fc.weight (the linear "
-                              "head, needed for the number of classes)")
+                              "head, needed for the number of classes)",
+                              missing=["_fc.weight"])
     classes = int(sd["_fc.weight"].shape[0])
     if num_classes is not None and num_classes != classes:
         raise ConversionError(f"cannot convert {source}: _fc.weight has {classes} classes, "

@@ -16,7 +16,19 @@ import numpy as np
 
 
 class ConversionError(ValueError):
-    """The weights do not fit the architecture; the message lists every problem."""
+    """The weights do not fit the architecture; the message lists every problem.
+
+    ``missing`` / ``unexpected`` / ``mismatched``: the key lists behind the message;
+    ``whole_table``: True when they come from checking every key against a layout's
+    table (:func:`apply_rules`), False when a key the architecture is read from is
+    missing before that.
+    """
+
+    def __init__(self, message: str, *, missing=(), unexpected=(), mismatched=(),
+                 whole_table: bool = False):
+        super().__init__(message)
+        self.missing, self.unexpected = list(missing), list(unexpected)
+        self.mismatched, self.whole_table = list(mismatched), whole_table
 
 
 def identity(x: np.ndarray) -> np.ndarray:
@@ -111,7 +123,10 @@ def apply_rules(state_dict: dict[str, np.ndarray], rules: Iterable[Rule],
         problems.append("converter bug, Flax paths not matched: "
                         + ", ".join(unmapped_targets + not_filled))
     if problems:
-        raise ConversionError(f"cannot convert {source}:\n  " + "\n  ".join(problems))
+        raise ConversionError(f"cannot convert {source}:\n  " + "\n  ".join(problems),
+                              missing=missing, unexpected=unexpected,
+                              mismatched=shape_errors + unmapped_targets + not_filled,
+                              whole_table=True)
     return _unflatten(out)
 
 

@@ -101,7 +101,8 @@ def _converted(family: str, cfg: ResNetConfig, state_dict: dict[str, np.ndarray]
 
 def _need(state_dict: dict[str, np.ndarray], key: str, source: str, why: str) -> np.ndarray:
     if key not in state_dict:
-        raise ConversionError(f"cannot convert {source}: missing key {key} (needed {why})")
+        raise ConversionError(f"cannot convert {source}: missing key {key} (needed {why})",
+                              missing=[key])
     return state_dict[key]
 
 

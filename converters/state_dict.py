@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -48,15 +49,36 @@ def _tensor_to_numpy(t) -> np.ndarray:
     return t.detach().cpu().numpy()
 
 
-def load_torch_file(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Reads a torch-saved state dict. Returns ``(tensors, non_tensor_entries)``."""
+def load_torch_file(path: str | os.PathLike, *, allow_pickle: bool = False
+                    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Reads a torch-saved state dict. Returns ``(tensors, non_tensor_entries)``.
+
+    With ``allow_pickle``, a file that torch's safe loader refuses (a whole pickled
+    ``nn.Module``, ``torch.save(model)``) is unpickled, which runs code from the file,
+    and the module's ``state_dict()`` is taken; a warning says so on stderr.
+    """
     import torch
 
     path = Path(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise SourceError(f"cannot read torch file {path}: {e}") from e
+        if not _is_weights_only_refusal(e):
+            raise SourceError(f"cannot read torch file {path}: {_first_line(e)}") from e
+        if not allow_pickle:
+            raise SourceError(
+                f"{path} holds pickled Python objects (e.g. a whole model saved with "
+                "torch.save(model)), not just tensors; unpickling runs code from the file. "
+                "If you trust it, pass --allow-pickle (allow_pickle=True); or re-save it "
+                "with torch.save(model.state_dict(), path)") from e
+        print(f"warning: unpickling {path} runs code from that file; do this only for "
+              "files you trust", file=sys.stderr)
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as e2:
+            raise SourceError(f"cannot unpickle {path}: {_first_line(e2)}") from e2
+    if isinstance(obj, torch.nn.Module):
+        obj = obj.state_dict()
     if not isinstance(obj, dict):
         raise SourceError(f"{path}: expected a state dict, found {type(obj).__name__}")
     extras: dict[str, Any] = {}
@@ -76,6 +98,25 @@ def load_torch_file(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dic
     return tensors, extras
 
 
+def _is_weights_only_refusal(e: Exception) -> bool:
+    return "weights_only" in str(e) or "Weights only load failed" in str(e)
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def nonfinite_tensors(state_dict: dict[str, np.ndarray]) -> list[tuple[str, int]]:
+    """``(name, count)`` of every floating tensor holding NaN or +-inf values."""
+    out = []
+    for k, v in state_dict.items():
+        if np.issubdtype(v.dtype, np.floating):
+            bad = int(v.size - np.count_nonzero(np.isfinite(v)))
+            if bad:
+                out.append((k, bad))
+    return out
+
+
 def load_safetensors_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
     try:
         from safetensors.torch import load_file
@@ -88,14 +129,15 @@ def load_safetensors_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
     return {k: _tensor_to_numpy(v) for k, v in tensors.items()}
 
 
-def load_weights_file(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def load_weights_file(path: str | os.PathLike, *, allow_pickle: bool = False
+                      ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise SourceError(f"weights file not found: {path}")
     if path.suffix == ".safetensors":
         return load_safetensors_file(path), {}
     if path.suffix in (".pth", ".pt", ".bin", ".ckpt"):
-        return load_torch_file(path)
+        return load_torch_file(path, allow_pickle=allow_pickle)
     raise SourceError(
         f"{path}: unknown weights format {path.suffix!r}; expected .pth, .pt, .bin or .safetensors")
 
@@ -134,8 +176,9 @@ def _resolve_hf_id(model_id: str) -> Path:
             f"the folder path instead.") from e
 
 
-def read_source(source: str | os.PathLike) -> Source:
-    """Reads weights from a file, an HF folder or a cached HF id (see module doc)."""
+def read_source(source: str | os.PathLike, *, allow_pickle: bool = False) -> Source:
+    """Reads weights from a file, an HF folder or a cached HF id (see module doc);
+    ``allow_pickle``: see :func:`load_torch_file`."""
     text = str(source)
     path = Path(text)
     if path.is_dir():
@@ -143,7 +186,7 @@ def read_source(source: str | os.PathLike) -> Source:
         hf_config = json.loads(cfg.read_text()) if cfg.is_file() else None
         return Source(_hf_folder_weights(path), str(path), hf_config)
     if path.is_file():
-        tensors, extras = load_weights_file(path)
+        tensors, extras = load_weights_file(path, allow_pickle=allow_pickle)
         return Source(tensors, str(path), None, extras)
     if path.suffix in (".pth", ".pt", ".bin", ".safetensors", ".ckpt") or text.startswith(("/", ".")):
         raise SourceError(f"weights file not found: {path}")

@@ -64,7 +64,7 @@ def require_keys(sd: dict[str, np.ndarray], keys: list[str], source: str, layout
     if missing:
         raise ConversionError(
             f"cannot convert {source} as {layout}: missing keys needed to infer the "
-            f"architecture: {', '.join(missing)}")
+            f"architecture: {', '.join(missing)}", missing=missing)
 
 
 def count_blocks(sd: dict[str, np.ndarray], pattern: str) -> int:
@@ -84,16 +84,27 @@ def grid_image_size(pos_shape: tuple[int, ...], patch: int, source: str) -> int:
     return side * patch
 
 
-def head_count(width: int, table: dict[int, int], given: int | None, source: str,
-               what: str) -> int:
+def head_count(width: int, table: dict[int, int] | None, given: int | None, source: str,
+               what: str, *, flag: str = "--num-heads", head_size: int | None = None) -> int:
+    """Attention heads of a transformer of ``width``: ``given`` (checked to divide the
+    width), else the published size's count from ``table``, else ``width // head_size``
+    when a fixed head size is the family's rule (OpenAI CLIP: 64) and divides the width;
+    otherwise a ConversionError that asks for ``flag``."""
     if given is not None:
+        if int(given) < 1 or width % int(given):
+            raise ConversionError(f"{source}: {flag} {given} does not divide the {what}'s "
+                                  f"width {width}")
         return int(given)
-    if width in table:
+    if table and width in table:
         return table[width]
+    if head_size and width % head_size == 0:
+        return width // head_size
+    rule = (f"is not a multiple of {head_size} (the family's head size)" if head_size
+            else f"is not a published size ({sorted(table or ())})")
     raise ConversionError(
         f"{source}: the number of attention heads of a {what} with width {width} cannot be "
-        f"read from the weights and is not a published size ({sorted(table)}); pass "
-        "num_heads explicitly")
+        f"read from the weights: the width {rule}; pass {flag} N (num_heads= in Python) "
+        f"with N a divisor of {width}")
 
 
 def check_num_classes(found: int, wanted: int | None, source: str) -> None:
