@@ -8,6 +8,7 @@ import only ``argparse`` at top level so ``texter --help`` stays fast and torch-
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 
@@ -53,6 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # disk full, a path that cannot be written: one line naming it
+        where = f"{e.filename}: " if e.filename else ""
+        what = e.strerror or str(e)
+        hint = ("free some space and run it again (finished outputs are kept)"
+                if e.errno == errno.ENOSPC else "check the path and its permissions")
+        print(f"texter {args.command}: error: {where}{what}; {hint}", file=sys.stderr)
+        return 2
     return int(result or 0)
 
 

@@ -41,20 +41,26 @@ def run(args) -> int:
     from texter_jax.io.images import ImageLoadError, list_images
 
     if not Path(args.image_dir).is_dir():
-        print(f"error: {args.image_dir} is not a folder", file=sys.stderr)
+        print(f"texter spectrum: error: {args.image_dir} is not a folder", file=sys.stderr)
         return 2
     paths = list_images([args.image_dir])
     if args.limit is not None:
         paths = paths[: args.limit]
     if not paths:
-        print(f"error: no images under {args.image_dir}", file=sys.stderr)
+        print(f"texter spectrum: error: no images under {args.image_dir}", file=sys.stderr)
+        return 2
+    try:  # a place the template cannot go is found before the work, not after
+        Path(args.out).absolute().parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        print(f"texter spectrum: error: cannot write {args.out}: {e.strerror or e}",
+              file=sys.stderr)
         return 2
     try:
         magnitude = spectrum_from_images(
             tqdm(paths, desc="spectrum", unit="img", disable=args.no_progress), args.canvas,
             keep_dc=args.keep_dc)
     except (ImageLoadError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"texter spectrum: error: {e}", file=sys.stderr)
         return 1
     out = save_spectrum(args.out, magnitude)
     print(f"wrote {out} {tuple(magnitude.shape)} from {len(paths)} images")

@@ -56,8 +56,13 @@ def run(args) -> int:
                       num_heads=args.num_heads, text_heads=args.text_heads,
                       activation=args.activation, allow_pickle=args.allow_pickle,
                       allow_nonfinite=args.allow_nonfinite)
-    except (ConversionError, SourceError, FileExistsError) as e:
+    except (ConversionError, SourceError) as e:
         print(f"texter convert: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the output: exists already, or its folder cannot be made
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"texter convert: error: cannot write {args.out}: {e.strerror or e}{where}",
+              file=sys.stderr)
         return 2
     except ValueError as e:  # a model config that refuses what the weights imply
         print(f"texter convert: error: {args.source}: the weights imply an invalid "

@@ -64,7 +64,10 @@ def load_torch_file(path: str | os.PathLike, *, allow_pickle: bool = False
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         if not _is_weights_only_refusal(e):
-            raise SourceError(f"cannot read torch file {path}: {_first_line(e)}") from e
+            why = _first_line(e)
+            why = "" if why.startswith("Weights only load failed") else f" ({why})"
+            raise SourceError(f"cannot read torch file {path}: not a torch checkpoint, or a "
+                              f"damaged one{why}") from e
         if not allow_pickle:
             raise SourceError(
                 f"{path} holds pickled Python objects (e.g. a whole model saved with "
@@ -99,11 +102,17 @@ def load_torch_file(path: str | os.PathLike, *, allow_pickle: bool = False
 
 
 def _is_weights_only_refusal(e: Exception) -> bool:
-    return "weights_only" in str(e) or "Weights only load failed" in str(e)
+    """torch's safe loader met a pickled class (a whole model), not a broken file."""
+    return "Unsupported global" in str(e) or "GLOBAL" in str(e)
 
 
 def _first_line(e: Exception) -> str:
-    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    """The first sentence of an exception's message (torch's run to a paragraph)."""
+    text = str(e).strip()
+    if not text:
+        return type(e).__name__
+    line = text.splitlines()[0]
+    return line.split(". ")[0].rstrip(".") if len(line) > 120 else line
 
 
 def nonfinite_tensors(state_dict: dict[str, np.ndarray]) -> list[tuple[str, int]]:

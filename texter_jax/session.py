@@ -19,7 +19,7 @@ import numpy as np
 from texter_jax import aligner as aligner_io
 from texter_jax import sae as sae_io
 from texter_jax.aligner import Aligner
-from texter_jax.concepts.banks import resolve_bank
+from texter_jax.concepts.banks import ConceptBankError, load_concepts, resolve_bank
 from texter_jax.explain import (ExplainConfig, Explanation, explain_batch,
                                 text_to_concept_embed_batch)
 from texter_jax.io.checkpoints import load_model
@@ -100,6 +100,14 @@ class Session:
             raise SessionError(f"{len(names)} class names for a classifier with "
                                f"{self.classifier.num_classes} classes")
         object.__setattr__(self, "class_names", list(names))
+        for f in self.banks.files:  # read now: a bad file fails before any output
+            try:
+                concepts = load_concepts(f)
+            except (ConceptBankError, UnicodeDecodeError, OSError) as e:
+                raise SessionError(f"concept bank {f}: {e}") from e
+            if not concepts:
+                raise SessionError(f"concept bank {f} holds no concepts (one per line, or "
+                                   "a JSON list of strings)")
         clip_dir = self.names.get("clip")
         if self.encode_texts is None and (hasattr(self.clip, "tokenize") or clip_dir):
             object.__setattr__(self, "encode_texts", text_encoder(

@@ -36,8 +36,9 @@ def register(subparsers) -> None:
     p.add_argument("--clip", action="store_true",
                    help="the model is CLIP: extract image embeddings (encode_image)")
     p.add_argument("--preprocess", choices=("aligner", "sae", "clip"), default=None,
-                   help="aligner: Resize 224 + CenterCrop 224; sae: Resize 256 + CenterCrop "
-                        "224; clip: bicubic Resize 224 + CenterCrop 224 "
+                   help="for a model of input side S (224 for the release's): aligner: "
+                        "Resize S + CenterCrop S; sae: Resize S*256/224 + CenterCrop S; "
+                        "clip: bicubic Resize S + CenterCrop S "
                         "(default: clip with --clip, else aligner)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--shard-size", type=int, default=4096, help="images per shard")
@@ -135,14 +136,10 @@ def run_extract(args) -> int:
     else:
         fn = model.features
     preprocess = args.preprocess or ("clip" if is_clip else "aligner")
-    crop = PREPROCESS[preprocess][1]
-    size = getattr(model, "image_size", crop)
-    if size != crop:
-        return _error("extract-features", ValueError(
-            f"{args.model} expects {size}px images, --preprocess {preprocess} gives {crop}px"))
+    size = getattr(model, "image_size", PREPROCESS[preprocess][1])
     try:
         out = extract_features(
-            items, fn, args.out, variables=variables, preprocess=preprocess,
+            items, fn, args.out, variables=variables, preprocess=preprocess, image_size=size,
             batch_size=args.batch_size, shard_size=args.shard_size,
             num_workers=args.workers, shard=args.shard_devices, classes=classes,
             extra_meta={"model": str(args.model), "kind": "clip_image" if is_clip

@@ -29,8 +29,10 @@ PREPROCESS: dict[str, tuple[str, int]] = {
 }
 
 
-def preprocess_image(path: str | os.PathLike, preprocess: str) -> np.ndarray:
-    """Decodes one image as uint8 [S, S, 3] after the named preprocessing.
+def preprocess_image(path: str | os.PathLike, preprocess: str,
+                     size: int | None = None) -> np.ndarray:
+    """Decodes one image as uint8 [S, S, 3] after the named preprocessing, at side
+    ``size`` (default the release's, 224).
 
     EXIF orientation is applied; RGBA/LA/palette-with-transparency are composited on
     white, greyscale/CMYK/16-bit converted to RGB (``texter_jax.io.images.load_rgb``).
@@ -40,8 +42,8 @@ def preprocess_image(path: str | os.PathLike, preprocess: str) -> np.ndarray:
     Raises:
       texter_jax.io.images.ImageLoadError: the file cannot be decoded (names the file).
     """
-    name, size = PREPROCESS[preprocess]
-    return load_preprocessed(path, name, size, dtype=np.uint8)
+    name, default = PREPROCESS[preprocess]
+    return load_preprocessed(path, name, size or default, dtype=np.uint8)
 
 
 def ordered_map(pool, fn, iterable: Iterable, window: int) -> Iterator:

@@ -33,7 +33,7 @@ def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
 
 def extract_features(items: Sequence[tuple[str, int]], features_fn: Callable,
                      out: str | os.PathLike, *, preprocess: str,
-                     batch_size: int = 64, shard_size: int = 4096,
+                     image_size: int | None = None, batch_size: int = 64, shard_size: int = 4096,
                      num_workers: int | None = None, prefetch_batches: int = 4,
                      variables: Any = None, shard: bool = False,
                      classes: Sequence[str] = (),
@@ -47,6 +47,8 @@ def extract_features(items: Sequence[tuple[str, int]], features_fn: Callable,
         called as ``features_fn(variables, images)`` when ``variables`` is given.
       out: output folder; an existing one made from the same inputs and settings resumes.
       preprocess: a key of :data:`PREPROCESS`.
+      image_size: side of the model's input (default the release's 224); the named
+        preprocessing is scaled to it (e.g. ``sae``: Resize(S * 256/224) + CenterCrop(S)).
       batch_size: fixed device batch; the last batch of every shard is zero-padded.
       shard_size: inputs per shard (rounded up to a multiple of ``batch_size``).
       num_workers: decoding threads (default: CPU count).
@@ -70,7 +72,7 @@ def extract_features(items: Sequence[tuple[str, int]], features_fn: Callable,
         raise ValueError("no images to extract")
     out = Path(out)
     shard_size = -(-shard_size // batch_size) * batch_size
-    crop = PREPROCESS[preprocess][1]
+    crop = image_size or PREPROCESS[preprocess][1]
     num_shards = -(-len(items) // shard_size)
     settings = {"format": FORMAT, "num_inputs": len(items),
                 "inputs_sha256": inputs_digest(items), "preprocess": preprocess,
@@ -106,7 +108,7 @@ def extract_features(items: Sequence[tuple[str, int]], features_fn: Callable,
                smoothing=0.1)
     t0 = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        loaded = ordered_map(pool, lambda ip: preprocess_image(ip[1], preprocess),
+        loaded = ordered_map(pool, lambda ip: preprocess_image(ip[1], preprocess, crop),
                               todo_items, window=max(1, prefetch_batches) * batch_size)
         for i in todo:
             shard_items = items[i * shard_size:(i + 1) * shard_size]
