@@ -31,7 +31,9 @@ from tests.helpers import (aligner_folder, sae_folder, tiny_classifier_folder,  
 class Case:
     """One bad input: ``argv(paths)`` builds the command; ``needle`` must appear in the
     error line (a file name, key or flag); ``out`` is the output path that must not be
-    created or changed (relative to the case folder); ``code`` the exit code."""
+    created or changed (relative to the case folder), or None when the output is an
+    existing folder of the world, named by ``kept``, that must stay as it was; ``code``
+    the exit code."""
 
     command: str
     name: str
@@ -39,6 +41,7 @@ class Case:
     needle: str
     out: str | None = "out"
     code: int = 2
+    kept: str | None = None
 
 
 def _png(path: Path, size=32, seed=0) -> Path:
@@ -103,6 +106,10 @@ def world(tmp_path_factory):
     assert main(["extract-features", "--model", str(p["clf"]), "--images", str(p["imgs"]),
                  "--out", str(root / "feats"), "--no-progress"]) == 0
     p["feats"] = root / "feats"
+    # a finished eval run (chance floor only: fast), to be resumed with other settings
+    assert main([a.replace("{out}", str(root / "eval_run")) for a in _eval(
+        {k: str(v) for k, v in p.items()}, "--methods", "random", "--top-k", "3")]) == 0
+    p["eval_run"] = root / "eval_run"
     (root / "feats_bad").mkdir()
     (root / "feats_bad" / "manifest.json").write_text("{half")
     p["feats_bad"] = root / "feats_bad"
@@ -166,6 +173,13 @@ CASES = [
          "aligner_8"),
     Case("eval", "truth file not JSON", lambda p: _eval(
         p, "--truth", f"{p['root']}/truth_bad.json"), "truth_bad.json"),
+    Case("eval", "output holds a run with other settings", lambda p: [
+        a if a != "{out}" else p["eval_run"] for a in _eval(p, "--methods", "random",
+                                                            "--top-k", "4")],
+         "other metric settings", out=None, kept="eval_run"),
+    Case("extract-features", "output holds other features", lambda p: [
+        "extract-features", "--model", p["clf"], "--images", p["imgs"], "--out", p["feats"],
+        "--preprocess", "sae", "--no-progress"], "feats", out=None, kept="feats"),
     Case("eval", "unknown method", lambda p: _eval(p, "--methods", "texter,magic"), "magic"),
     # extract-features / train-aligner / train-sae
     Case("extract-features", "broken model folder", lambda p: [
@@ -183,7 +197,7 @@ CASES = [
     Case("train-sae", "output folder of something else", lambda p: [
         "train-sae", "--features", p["feats"], "--out", p["foreign"], "--batch-size", "2",
         "--no-progress"],
-         "foreign", out=None),
+         "foreign", out=None, kept="foreign"),
     Case("convert", "output under a file", lambda p: [
         "convert", f"{p['root']}/resnet18.pth", p["under_file"]], "a_file"),
     # spectrum / demo
@@ -207,7 +221,7 @@ def _snapshot(path: Path) -> dict:
 
 
 def run_case(case: Case, paths: dict, folder: Path, capsys) -> tuple[int, str]:
-    out = folder / (case.out or "out")  # (out=None: the case's own folder is checked)
+    out = Path(paths[case.kept]) if case.out is None else folder / case.out
     argv = [a.replace("{out}", str(folder / "out")) for a in case.argv(paths)]
     before = _snapshot(out)
     code = main(argv)
