@@ -270,3 +270,15 @@ def test_odd_banks_are_read_not_refused(world, tmp_path, capsys):
     texts = [t for t, _ in rec["ranked_texts"]]
     assert texts.count("rouge vif") == 1 and len(texts) == 2
     assert any(t.startswith("très très") and len(t) > 900 for t in texts)
+
+
+def test_a_huge_bank_is_ranked_whole(world, tmp_path, capsys):
+    """20,000 concepts: encoded in fixed-size batches through the text cache, all ranked."""
+    bank = tmp_path / "huge.txt"
+    bank.write_text("\n".join(f"concept number {i}" for i in range(20_000)) + "\n")
+    out = tmp_path / "out"
+    argv = [a.replace("{out}", str(out)) for a in _explain(
+        world, "--no-generic", "--bank", str(bank))]
+    assert main(argv) == 0, capsys.readouterr().err
+    rec = json.loads(next(out.rglob("results.json")).read_text())
+    assert rec["num_concepts_total"] == 20_000 and len(rec["ranked_texts"]) == 20_000
