@@ -16,16 +16,18 @@ import numpy as np
 from tqdm import tqdm
 
 from apps.artifacts import load_session
+from apps.html_page import Card, write_page
 from texter_jax import mapping
 from texter_jax.emphasis import MacoConfig, default_spectrum, final_objective
 from texter_jax.explain import ExplainConfig, image_keys
-from texter_jax.figures import explanation_figure
+from texter_jax.figures import explanation_figure, rgba_concept_image, save_png
 from texter_jax.io.atomic import write_json_atomic
 from texter_jax.io.images import ImageLoadError, list_images, load_preprocessed
 from texter_jax.mapping import concept_alpha, normalize_concept_image
 from texter_jax.session import Banks, SessionError
 
 RESULTS_FORMAT = "texter_jax/explanation/v1"
+THUMB = 128  # side of the page's input thumbnails (concept images: twice that)
 
 
 class ExplainSetupError(ValueError):
@@ -91,6 +93,7 @@ class ExplainRun:
         size = self.classifier.image_size
         names = _unique_names(paths)
         errors: list[dict[str, str]] = []
+        cards: list[Card] = []
         written = 0
         t0 = time.perf_counter()
         bar = tqdm(total=len(paths), desc=f"explain ({a.method})", unit="img")
@@ -127,8 +130,10 @@ class ExplainRun:
                 write_json_atomic(folder / "results.json", record)
                 if not a.no_figures:
                     self._figure(folder / "figure.png", batch[j], record, ranked, ex, j)
+                cards.append(self._card(folder, names[i], batch[j], record, ranked, ex, j))
                 written += 1
             bar.update(len(chunk))
+            self._page(out, cards, t0)  # refreshed as the run goes
         bar.close()
         elapsed = time.perf_counter() - t0
         write_json_atomic(out / "run.json", {
@@ -173,6 +178,30 @@ class ExplainRun:
                            "compute_dtype": config.compute_dtype or "float32"},
             })
         return record
+
+    def _card(self, folder: Path, name: str, image, record, ranked, ex, j: int) -> Card:
+        """The page's card; with figures on, the thumbnails it shows are written too."""
+        thumb = concept = None
+        if not self.args.no_figures:
+            save_png(folder / "input.png", image, side=THUMB)
+            thumb = f"{name}/input.png"
+            if ex is not None:
+                rgba = rgba_concept_image(normalize_concept_image(ex.concept_image[j]),
+                                          concept_alpha(ex.transparency[j])[..., 0])
+                save_png(folder / "concept.png", rgba, side=2 * THUMB)
+                concept = f"{name}/concept.png"
+        return Card(name=record["image_filename"], image=thumb, concept=concept,
+                    pred=record["pred_class_name"], prob=record["pred_prob"],
+                    concepts=ranked, method=self.args.method)
+
+    def _page(self, out: Path, cards: list[Card], t0: float) -> None:
+        a = self.args
+        settings = {"method": a.method, "classifier": str(a.classifier), "clip": str(a.clip),
+                    "aligner": str(a.aligner), "sae": str(a.sae) if self.use_sae else None,
+                    "seed": a.seed, "preset": a.preset, "k_neu": a.k_neu, "steps": a.steps,
+                    "canvas": a.canvas, "seconds so far": round(time.perf_counter() - t0, 1)}
+        write_page(out, title=f"texter explain: {len(cards)} image(s)", cards=cards,
+                   settings=settings, top=a.top)
 
     def _figure(self, path, image, record, ranked, ex, j):
         title = f"{record['image_filename']}\npred: {record['pred_class_name']} " \

@@ -10,6 +10,7 @@ import os
 from typing import Sequence
 
 import numpy as np
+from PIL import Image
 
 from texter_jax.io.atomic import write_bytes_atomic
 
@@ -81,4 +82,16 @@ def explanation_figure(path: str | os.PathLike, *, image: np.ndarray, title: str
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
+    write_bytes_atomic(path, buf.getvalue())
+
+
+def save_png(path: str | os.PathLike, image: np.ndarray, *, side: int | None = None) -> None:
+    """Writes float [H, W, 3 or 4] in [0, 1] as an 8-bit PNG (RGBA keeps its alpha),
+    resized to ``side`` x ``side`` when given (a page's thumbnail), atomically."""
+    arr = (np.clip(np.asarray(image, np.float32), 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
+    im = Image.fromarray(arr)
+    if side is not None and im.size != (side, side):
+        im = im.resize((side, side), Image.BILINEAR)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
     write_bytes_atomic(path, buf.getvalue())
