@@ -111,7 +111,8 @@ def test_explain_stops_with_one_line_and_resumes(tmp_path, monkeypatch, capsys):
             "--aligner", str(al), "--no-sae", "--steps", "2", "--canvas", "32", "--crops",
             "2", "--map-crops", "2", "--ig-steps", "2", "--no-figures", "--batch-size", "1",
             "--out", str(out), "--text-cache", str(tmp_path / "cache")]
-    fill_disk_under(monkeypatch, out, after_files=1)  # the second results.json fails
+    # the second file written under out fails: the page written after the first image
+    fill_disk_under(monkeypatch, out, after_files=1)
     code = main(argv)
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
