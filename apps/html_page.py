@@ -158,3 +158,42 @@ def write_page(folder: str | os.PathLike, **kwargs) -> Path:
     path = Path(folder) / "index.html"
     write_text_atomic(path, render_page(**kwargs))
     return path
+
+
+def markdown_to_html(text: str) -> str:
+    """The headings, pipe tables and paragraphs of a report written by this project, as
+    escaped HTML (images ``![alt](file)`` become relative ``<img>``; code blocks are
+    kept as preformatted text; ``**bold**`` marks are dropped)."""
+    out, table, code = [], [], None
+    text = text.replace("**", "")
+    for line in text.splitlines() + [""]:
+        if code is not None:
+            if line.startswith("```"):
+                out.append(f"<pre>{_e(chr(10).join(code))}</pre>")
+                code = None
+            else:
+                code.append(line)
+            continue
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if not all(set(c) <= set("-: ") for c in cells):
+                table.append(cells)
+            continue
+        if table:
+            head, *rows = table
+            out.append("<table><tr>" + "".join(f"<th>{_e(c)}</th>" for c in head) + "</tr>"
+                       + "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in r) + "</tr>"
+                                 for r in rows) + "</table>")
+            table = []
+        if line.startswith("```"):
+            code = []
+        elif line.startswith("#"):
+            level = min(len(line) - len(line.lstrip("#")) + 1, 6)
+            out.append(f"<h{level}>{_e(line.lstrip('#').strip())}</h{level}>")
+        elif line.startswith("![") and "](" in line:
+            alt, src = line[2:].split("](", 1)
+            out.append(f'<img src="{_e(src.rstrip(")"))}" alt="{_e(alt)}" '
+                       'style="max-width:100%">')
+        elif line.strip():
+            out.append(f"<p>{_e(line)}</p>")
+    return "\n".join(out)

@@ -6,12 +6,17 @@ from pathlib import Path
 
 import numpy as np
 
+from apps.html_page import Card, markdown_to_html, write_page
 from eval.methods import config_dict
 from eval.plots import plot_curves, plot_distributions
-from eval.records import RecordStore
+from eval.records import RecordStore, stable_hash
 from eval.sanity import describe
 from eval.summary import METRIC_INFO, summarize, write_summary
+from texter_jax.figures import save_png
 from texter_jax.io.atomic import write_json_atomic
+from texter_jax.io.images import ImageLoadError, load_preprocessed
+
+THUMB = 128  # side of the page's input thumbnails
 
 
 def write_run_report(run, store: RecordStore, new: int, elapsed: float, pending: int) -> None:
@@ -54,8 +59,33 @@ def write_run_report(run, store: RecordStore, new: int, elapsed: float, pending:
         "cache": {"folder": str(cache.root), "hits": cache.hits, "misses": cache.misses},
         "outputs": {"summary_md": str(md_path), "summary_csv": str(csv_path),
                     "plots": plots}})
+    write_eval_page(run, store, md_path, plots)
     rate = f" ({60 * new / elapsed:.1f} pairs/min)" if new and elapsed > 0 else ""
     print(f"wrote {new} new record(s) in {elapsed:.1f}s{rate}; {len(store)} in "
           f"{out / 'records.jsonl'}; summary: {md_path}"
           + (f"; skipped {len(run.skipped)} unreadable image(s), listed in run.json"
              if run.skipped else ""))
+
+
+def write_eval_page(run, store: RecordStore, md_path: Path, plots: list[str]) -> Path:
+    """``index.html``: a card per (image, method) record, the summary and plots on top;
+    input thumbnails are written once under ``thumbs/``."""
+    out = Path(run.args.out)
+    paths = {im.rel: im.path for im in run.sample}
+    cards = []
+    for r in store.records:
+        thumb = f"thumbs/{stable_hash(r['image'])}.png"
+        if not (out / thumb).is_file() and r["image"] in paths:
+            try:
+                save_png(out / thumb, load_preprocessed(paths[r["image"]], "resize", THUMB))
+            except ImageLoadError:
+                thumb = None
+        hit = r["metrics"].get("hit@1")
+        cards.append(Card(name=r["image"], image=thumb, pred=r["pred_name"], prob=r["prob"],
+                          concepts=[(t, s) for t, s in r["top_concepts"]],
+                          correct=r.get("correct"), method=r["method"],
+                          hit=None if hit is None else bool(hit)))
+    summary = markdown_to_html(md_path.read_text()) + "".join(
+        f'<img src="{Path(p).name}" alt="plot" style="max-width:100%">' for p in plots)
+    return write_page(out, title=f"texter eval: {len(store)} records", cards=cards,
+                      settings=run.metric_config, summary_html=summary, top=5)

@@ -38,6 +38,7 @@ from eval.demo_config import DemoConfig
 from eval.records import stable_hash
 from eval.world_controls import class_consistency, reader_controls
 from eval.world_explain import explain_world
+from eval.world_page import write_world_page
 from eval.world_report import write_report
 from eval.world_stack import world_magnitude, world_stack
 from texter_jax.session import Session
@@ -146,4 +147,6 @@ class WorldDemo:
             results[name] = {"info": info, "stack": stack_metrics, "methods": rows,
                              "explanations": expl, "truths": truths, "controls": controls}
         self.timings["total"] = time.perf_counter() - t_start
-        return write_report(self.out, c, results, clip_metrics, self.timings, ex_images)
+        report = write_report(self.out, c, results, clip_metrics, self.timings, ex_images)
+        write_world_page(self.out, c, results, ex_images)
+        return report

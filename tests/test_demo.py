@@ -80,3 +80,27 @@ def test_explanations_are_real_and_reproducible(demo):
     for name in first:
         for k in first[name]:
             np.testing.assert_array_equal(first[name][k], second[name][k], err_msg=name + k)
+
+
+def test_demo_page(demo, tmp_path):
+    """index.html: every held-out image x classifier x method is a card with its hit mark
+    (hit@3 against the measured truth, as results.json counts them); in a browser the
+    page has no console error and the hit filter shows exactly the hits."""
+    from tests.test_pages import CHROMIUM, _cards, _dom
+
+    cfg, out, _ = demo
+    page = (out / "index.html").read_text()
+    res = json.loads((out / "results.json").read_text())
+    n = 4 * len(METHODS) * cfg.explain_images
+    assert page.count('<div class="card') == n
+    hits = page.count('<div class="card hit"')
+    want = sum(round(m["hit@3"]["rate"] * m["hit@3"]["n"]) for per in res["hits"].values()
+               for m in per.values())
+    assert hits == want and page.count('<div class="card miss"') == n - hits
+    assert "<table>" in page and "Hit rates" in page  # the report's tables on top
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed")
+    dom, log = _dom((out / "index.html").as_uri() + "#filter=hit", tmp_path)
+    assert "Uncaught" not in log
+    shown = [c for c in _cards(dom) if not c["hidden"]]
+    assert len(shown) == hits and all(c["hit"] == "1" for c in shown)

@@ -3,6 +3,7 @@ browser shows it (Debian's headless Chromium; `.ci/run` installs it when absent)
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -120,3 +121,41 @@ def test_a_thousand_cards(tmp_path):
     print(f"1000 cards: {size / 1e6:.2f} MB, built in {seconds:.3f} s")
     assert size < 3e6 and path.read_text().count('<div class="card') == 1000
 
+
+
+def test_eval_page(tmp_path):
+    """`texter eval`'s page (chance floor and Text-to-Concept on six images in two class
+    folders): a card per record, the summary on top, the misclassified + method filters
+    in a browser."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from apps.cli import main
+    from tests.helpers import aligner_folder, tiny_classifier_folder, tiny_clip_folder
+    from tests.test_bad_inputs import _eval, _png
+
+    root = tmp_path / "run"
+
+    for c in range(2):
+        for i in range(3):
+            _png(root / "imgs" / f"class_{c}" / f"im{i}.png", seed=10 * c + i)
+    p = {"imgs": str(root / "imgs"), "clf": str(tiny_classifier_folder(root / "clf")),
+         "clip": str(tiny_clip_folder(root / "clip", root)),
+         "aligner": str(aligner_folder(root / "aligner", 16, 12)), "sae": ""}
+    out = root / "eval"
+    argv = [a.replace("{out}", str(out)) for a in _eval(p, "--methods", "random,text2concept")]
+    argv = [a for a in argv if a not in ("--sae", "")]
+    assert main(argv) == 0
+    page = (out / "index.html").read_text()
+    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    assert page.count('<div class="card') == len(records) == 12
+    assert "<table>" in page and 'src="curves.png"' not in page  # --no-plots
+    assert len(list((out / "thumbs").glob("*.png"))) == 6
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed")
+    dom, log = _dom((out / "index.html").as_uri() + "#filter=misclassified&method=random",
+                    tmp_path)
+    assert "Uncaught" not in log
+    shown = [c for c in _cards(dom) if not c["hidden"]]
+    wrong = sum(1 for r in records if r["correct"] is False and r["method"] == "random")
+    assert len(shown) == wrong and all(c["correct"] == "0" and c["method"] == "random"
+                                       for c in shown)
