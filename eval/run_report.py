@@ -67,9 +67,11 @@ def write_run_report(run, store: RecordStore, new: int, elapsed: float, pending:
              if run.skipped else ""))
 
 
-def write_eval_page(run, store: RecordStore, md_path: Path, plots: list[str]) -> Path:
-    """``index.html``: a card per (image, method) record, the summary and plots on top;
-    input thumbnails are written once under ``thumbs/``."""
+def write_eval_page(run, store: RecordStore, md_path: Path | None = None,
+                    plots: list[str] = ()) -> Path:
+    """``index.html``: a card per (image, method) record, the summary and plots on top
+    (none while the run is going: ``md_path`` None); input thumbnails are written once
+    under ``thumbs/``."""
     out = Path(run.args.out)
     paths = {im.rel: im.path for im in run.sample}
     cards = []
@@ -85,7 +87,8 @@ def write_eval_page(run, store: RecordStore, md_path: Path, plots: list[str]) ->
                           concepts=[(t, s) for t, s in r["top_concepts"]],
                           correct=r.get("correct"), method=r["method"],
                           hit=None if hit is None else bool(hit)))
-    summary = markdown_to_html(md_path.read_text()) + "".join(
-        f'<img src="{Path(p).name}" alt="plot" style="max-width:100%">' for p in plots)
+    summary = "<p>running: the summary comes at the end</p>" if md_path is None else (
+        markdown_to_html(md_path.read_text()) + "".join(
+            f'<img src="{Path(p).name}" alt="plot" style="max-width:100%">' for p in plots))
     return write_page(out, title=f"texter eval: {len(store)} records", cards=cards,
                       settings=run.metric_config, summary_html=summary, top=5)

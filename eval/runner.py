@@ -32,7 +32,7 @@ from eval.methods import (METHODS, EvalSetupError, MethodSpec, config_dict, int_
 from eval.metrics import aligner_pullback
 from eval.producers import Producer
 from eval.records import ArtifactCache, RecordStore, gather_parts, part_path, stable_hash
-from eval.run_report import write_run_report
+from eval.run_report import write_eval_page, write_run_report
 from eval.sanity import randomized_variables
 from eval.scoring import Scorer, jitted
 from texter_jax.batching import pad_rows
@@ -268,6 +268,8 @@ class EvalRun:
                     for m in self.methods}
             if any(need.values()):
                 new += self._run_batch(chunk, need, own, done, limit - new, bar)
+                if group.count == 1:  # the page, refreshed as the run goes
+                    write_eval_page(self, own)
         bar.close()
         elapsed = time.perf_counter() - t_start
         if group.count > 1:

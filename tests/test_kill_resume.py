@@ -74,6 +74,9 @@ def test_eval_killed_then_rerun_equals_one_run(world, tmp_path):  # noqa: F811
     lines = lambda: (out / "records.jsonl").read_text().count("\n") \
         if (out / "records.jsonl").is_file() else 0  # noqa: E731
     _kill_when(_with_out(base, out), lambda: lines() >= 3)
+    # the page was refreshed as the run went: the records so far are cards already
+    page = (out / "index.html").read_text()
+    assert "running" in page and page.count('<div class="card') >= 2
     again = _texter(_with_out(base, out))
     assert again.returncode == 0, again.stderr
     a, b = _records(ref), _records(out)
