@@ -19,6 +19,7 @@ from apps.artifacts import load_session
 from apps.html_page import Card, write_page
 from texter_jax import mapping
 from texter_jax.emphasis import MacoConfig, default_spectrum, final_objective
+from texter_jax.emphasis.progress import increments
 from texter_jax.explain import ExplainConfig, image_keys
 from texter_jax.figures import explanation_figure, rgba_concept_image, save_png
 from texter_jax.io.atomic import write_json_atomic
@@ -97,6 +98,10 @@ class ExplainRun:
         written = 0
         t0 = time.perf_counter()
         bar = tqdm(total=len(paths), desc=f"explain ({a.method})", unit="img")
+        # MACO's steps of the running batch (each retry round starts the bar again).
+        steps = tqdm(total=config.maco.steps if a.method == "texter" else 0, desc="MACO",
+                     unit="step", leave=False, disable=a.method != "texter")
+        progress = increments(steps.update, steps.reset)
         for start in range(0, len(paths), a.batch_size):
             chunk = list(range(start, min(start + a.batch_size, len(paths))))
             imgs, idx = [], []
@@ -112,8 +117,9 @@ class ExplainRun:
                 continue
             batch = np.stack(imgs)
             if a.method == "texter":
+                steps.reset()
                 ex = session.explain(batch, image_keys(a.seed, idx), config,
-                                     magnitude=magnitude)
+                                     magnitude=magnitude, progress=progress)
                 labels, probs, emb = ex.label, ex.prob, ex.crop_embeddings
             else:
                 labels, probs, emb = session.text_to_concept(batch)
@@ -135,6 +141,7 @@ class ExplainRun:
             bar.update(len(chunk))
             self._page(out, cards, t0)  # refreshed as the run goes
         bar.close()
+        steps.close()
         elapsed = time.perf_counter() - t0
         write_json_atomic(out / "run.json", {
             "images": len(paths), "written": written, "skipped": errors,

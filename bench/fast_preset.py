@@ -47,7 +47,8 @@ def main() -> None:
     import numpy as np
     from tqdm import tqdm
 
-    from texter_jax.emphasis import MacoConfig, default_spectrum, final_objective, maco_progress
+    from texter_jax.emphasis import MacoConfig, default_spectrum, final_objective
+    from texter_jax.emphasis.progress import increments
     from texter_jax.explain import Aligner, ExplainConfig, Sae, explain_batch, image_keys
     from texter_jax.models.resnet import ResNetConfig, make_classifier, random_variables
     from texter_jax.sae import SaeConfig, init_sae
@@ -75,12 +76,12 @@ def main() -> None:
     for name, (cfg, seed) in runs.items():
         bar = tqdm(total=args.steps * -(-args.images // args.batch), desc=name, unit="step")
         parts, t0 = [], time.perf_counter()
-        with maco_progress(lambda t: bar.update(1)):
-            for s in range(0, args.images, args.batch):
-                idx = range(s, min(s + args.batch, args.images))
-                parts.append(explain_batch(clf, variables, aligner, text, images[list(idx)],
-                                           image_keys(seed, idx), cfg, sae=sae,
-                                           magnitude=magnitude))
+        progress = increments(bar.update)
+        for s in range(0, args.images, args.batch):
+            idx = range(s, min(s + args.batch, args.images))
+            parts.append(explain_batch(clf, variables, aligner, text, images[list(idx)],
+                                       image_keys(seed, idx), cfg, sae=sae,
+                                       magnitude=magnitude, progress=progress))
         bar.close()
         wall = time.perf_counter() - t0
         scores = np.concatenate([p.concept_scores for p in parts])

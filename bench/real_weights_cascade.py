@@ -100,7 +100,7 @@ def grid(x: np.ndarray) -> np.ndarray:
 
 
 def coverage(key, cfg) -> np.ndarray:
-    """How many MACO crops covered each canvas pixel: the boxes of ``render._render``
+    """How many MACO crops covered each canvas pixel: the boxes of ``loop.render_batch``
     replayed (split -> fold_in(step) -> split -> sample_boxes), [S, S]."""
     import jax
     from texter_jax.emphasis.crops import sample_boxes

@@ -108,20 +108,20 @@ def release_maco(model, units, magnitude, args):
 def our_maco(clf, variables, ranked_ids, photo_index, magnitude, args):
     """The explain.py use_sae=False stage 2 for one image: features_objective + retry."""
     import jax
-    from texter_jax.emphasis import (MacoConfig, features_objective, maco_batch_with_retry,
-                                     maco_progress)
+    from texter_jax.emphasis import MacoConfig, features_objective, maco_batch_with_retry
     from texter_jax.explain import image_keys
     cfg = MacoConfig(canvas=args.canvas, steps=args.steps)
     keys = image_keys(args.seed, [photo_index])
     keys = jax.vmap(lambda k: jax.random.fold_in(k, 0))(keys)  # as explain_batch
     stamps = []
     t0 = time.perf_counter()
-    with maco_progress(lambda t: stamps.append(time.perf_counter())):
-        res, info = maco_batch_with_retry(features_objective(clf, variables), keys, magnitude,
-                                          cfg, ranked_ids[None], K)
-        jax.block_until_ready(res)
+    every = 16  # a report every 16 steps: the step time is the gap over 16
+    res, info = maco_batch_with_retry(features_objective(clf, variables), keys, magnitude,
+                                      cfg, ranked_ids[None], K, progress_every=every,
+                                      progress=lambda t: stamps.append(time.perf_counter()))
+    jax.block_until_ready(res)
     wall = time.perf_counter() - t0
-    step_s = float(np.median(np.diff(stamps))) if len(stamps) > 1 else wall
+    step_s = float(np.median(np.diff(stamps))) / every if len(stamps) > 1 else wall
     return (np.asarray(res.image[0]), np.asarray(res.transparency[0]),
             np.asarray(res.objective_trace[0]), step_s, wall, int(info.retries[0]))
 

@@ -20,7 +20,7 @@ from eval.methods import MethodSpec
 from eval.metrics import (clip_scores, curve_auc, deletion_curve, directional_derivatives,
                           feature_directions, hits_at_k, insertion_curve, spearman)
 from texter_jax import mapping
-from texter_jax.batching import pad_rows
+from texter_jax.batching import pad_rows, run_split, split_program
 from texter_jax.explain import predict
 from texter_jax.mapping import l2_normalize
 from texter_jax.session import Session
@@ -30,41 +30,61 @@ RECORD_FORMAT = "texter_jax/eval-record/v1"
 RECORD_TOP = 10
 
 
-@functools.cache
-def jitted():
-    """The runner's jitted batch functions, built once per process (so repeated runs in
-    one process, e.g. tests, reuse the compiled programs)."""
-    @functools.partial(jax.jit, static_argnames=("classifier",))
-    def predict_fn(classifier, variables, images):
-        return predict(classifier, variables, images)
+def _predict(variables, images, *, classifier):
+    return predict(classifier, variables, images)
 
-    @functools.partial(jax.jit, static_argnames=("clip",))
-    def clip_image_fn(clip, variables, images):
-        return clip.encode_image(variables, images)
 
-    @functools.partial(jax.jit, static_argnames=("classifier",))
-    def metric_fn(classifier, variables, pullback, z, cls, clip_img, top_emb, mask, center,
-                  baseline):
-        head = functools.partial(classifier.head, variables)
-        top1, topk = clip_scores(clip_img, top_emb, mask)
-        dirs = feature_directions(pullback, top_emb, center[:, None, :])
-        dirs = jnp.where(mask[..., None], dirs, 0.0)
-        deriv, cos = directional_derivatives(head, z, cls, dirs)
-        m = mask.astype(jnp.float32)
-        nk = jnp.maximum(m.sum(axis=1), 1.0)
-        ins = insertion_curve(head, z, cls, dirs, baseline, mask)
-        dele = deletion_curve(head, z, cls, dirs, baseline, mask)
-        return {"clip_top1": top1, "clip_topk": topk,
-                "directional_top1": deriv[:, 0],
-                "directional_topk": jnp.sum(deriv * m, axis=1) / nk,
-                "directional_cos_top1": cos[:, 0],
-                "directional_cos_topk": jnp.sum(cos * m, axis=1) / nk,
-                "insertion_auc": curve_auc(ins), "deletion_auc": curve_auc(dele),
-                "insertion_curve": ins, "deletion_curve": dele}
+def _clip_image(variables, images, *, clip):
+    return clip.encode_image(variables, images)
 
-    return SimpleNamespace(predict=predict_fn, clip_image=clip_image_fn, metrics=metric_fn,
-                           spearman=jax.jit(spearman))
 
+def _metrics(variables, pullback, z, cls, clip_img, top_emb, mask, center, baseline, *,
+             classifier):
+    head = functools.partial(classifier.head, variables)
+    top1, topk = clip_scores(clip_img, top_emb, mask)
+    dirs = feature_directions(pullback, top_emb, center[:, None, :])
+    dirs = jnp.where(mask[..., None], dirs, 0.0)
+    deriv, cos = directional_derivatives(head, z, cls, dirs)
+    m = mask.astype(jnp.float32)
+    nk = jnp.maximum(m.sum(axis=1), 1.0)
+    ins = insertion_curve(head, z, cls, dirs, baseline, mask)
+    dele = deletion_curve(head, z, cls, dirs, baseline, mask)
+    return {"clip_top1": top1, "clip_topk": topk,
+            "directional_top1": deriv[:, 0],
+            "directional_topk": jnp.sum(deriv * m, axis=1) / nk,
+            "directional_cos_top1": cos[:, 0],
+            "directional_cos_topk": jnp.sum(cos * m, axis=1) / nk,
+            "insertion_auc": curve_auc(ins), "deletion_auc": curve_auc(dele),
+            "insertion_curve": ins, "deletion_curve": dele}
+
+
+# The runner's batch programs, data parallel: images and per-image rows split over the
+# local devices, weights whole on each (built once per placement, so repeated runs in
+# one process, e.g. tests, reuse the compiled programs).
+PROGRAMS = {
+    "predict": split_program(_predict, (False, True), static_argnames=("classifier",)),
+    "clip_image": split_program(_clip_image, (False, True), static_argnames=("clip",)),
+    "metrics": split_program(_metrics, (False, False) + (True,) * 6 + (False,),
+                             static_argnames=("classifier",)),
+    "spearman": split_program(spearman, (True, True, True)),
+}
+
+
+def jitted() -> SimpleNamespace:
+    """The runner's batch functions: ``predict(classifier, variables, images)``,
+    ``clip_image(clip, variables, images)``, ``metrics(classifier, variables, pullback,
+    z, cls, clip_img, top_emb, mask, center, baseline)`` and ``spearman(a, b, mask)``;
+    each pads its batch to the device count, runs split over the local devices and
+    returns host arrays of its rows."""
+    def bind(name, static=None):
+        if static is None:
+            return functools.partial(run_split, PROGRAMS[name])
+        return lambda model, *arrays: run_split(PROGRAMS[name], *arrays, **{static: model})
+
+    return SimpleNamespace(predict=bind("predict", "classifier"),
+                           clip_image=bind("clip_image", "clip"),
+                           metrics=bind("metrics", "classifier"),
+                           spearman=bind("spearman"))
 
 
 @dataclasses.dataclass

@@ -13,7 +13,8 @@ import numpy as np
 from eval.demo_config import MACO_METHODS, METHODS, DemoConfig
 from eval.records import stable_hash
 from texter_jax import mapping
-from texter_jax.emphasis import MacoConfig, maco_progress
+from texter_jax.emphasis import MacoConfig
+from texter_jax.emphasis.progress import increments
 from texter_jax.explain import ExplainConfig, image_keys
 from texter_jax.session import Session
 
@@ -75,18 +76,16 @@ def _explain_texter(c: DemoConfig, session: Session, cfg: ExplainConfig, text_em
                     magnitude, bar) -> dict[str, np.ndarray]:
     parts = []
 
-    def listener(step):
-        if bar is None:
-            return
-        if step == 0 and bar.n >= bar.total:  # a retry pass or the next batch
+    def grow():  # a retry round or the next batch: the bar grows by one run
+        if bar.n >= bar.total:
             bar.total += c.maco_steps
-        bar.update(1)
 
-    with maco_progress(listener):
-        for s in range(0, len(images), c.batch_size):
-            batch = images[s:s + c.batch_size]
-            parts.append(session.explain(batch, image_keys(c.seed, range(s, s + len(batch))),
-                                         cfg, text_emb=text_emb, magnitude=magnitude))
+    progress = None if bar is None else increments(bar.update, grow)
+    for s in range(0, len(images), c.batch_size):
+        batch = images[s:s + c.batch_size]
+        parts.append(session.explain(batch, image_keys(c.seed, range(s, s + len(batch))),
+                                     cfg, text_emb=text_emb, magnitude=magnitude,
+                                     progress=progress))
     if bar is not None:
         bar.close()
     rec = {f: np.concatenate([getattr(p, f) for p in parts]) for f in _PER_IMAGE}

@@ -5,6 +5,9 @@ import os
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub
+# libtpu (test extra: the TPU compiler) probes for a TPU when a backend starts; these
+# machines have none, and the planner's TPU topologies do not need the TPU backend.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
 

@@ -78,7 +78,8 @@ def test_maco_loop_has_no_swapped_kernel_convolution(family):
     mc = MacoConfig(canvas=48, steps=3, crop_size=32, n_crops=2)
     obj = with_units(features_objective(clf, v), jnp.arange(3))
     hlo = _maco_jit.lower(_as_pytree(obj), jax.random.key(0),
-                          jnp.asarray(default_spectrum(48)), config=mc).compile().as_text()
+                          jnp.asarray(default_spectrum(48)), jnp.int32(0), config=mc,
+                          every=0).compile().as_text()
     labels = re.findall(r"convolution\(.*?dim_labels=([a-z0-9_>-]+)", hlo)
     # Forward and input-gradient convolutions of every layer (XLA turns some 1x1 ones
     # into dots): ResNet has 5 spatial convolutions; the tiny Lite's depthwise ones are

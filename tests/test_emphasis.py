@@ -17,7 +17,7 @@ from flax import linen as nn
 from texter_jax.classifier import Classifier
 from texter_jax.emphasis import (
     MacoConfig, crop_and_resize, features_objective, init_phase, maco, maco_batch,
-    maco_batch_with_retry, maco_progress, phase_to_image, power_law_spectrum, random_crops,
+    maco_batch_with_retry, phase_to_image, power_law_spectrum, random_crops,
     sae_objective, sample_boxes, torch_nadam, with_units)
 from texter_jax.emphasis import add_noise
 from texter_jax.emphasis.param import COLOR_CORRELATION_SQRT, spectrum_shape
@@ -197,11 +197,10 @@ def test_batch_equals_single_runs(tiny, magnitude):
     keys = jax.random.split(jax.random.key(9), 2)
     ids = jnp.array([[0, 3, 5], [2, 7, 0]])
     mask = jnp.array([[True, True, True], [True, True, False]])
-    seen = []
-    with maco_progress(seen.append):  # the loop reports each step once, not per image
-        batch = maco_batch(obj, keys, magnitude, cfg, ids, mask)
-        jax.block_until_ready(batch)
-    assert seen == list(range(cfg.steps))
+    seen = []  # the loop reports each window once, not per image
+    batch = maco_batch(obj, keys, magnitude, cfg, ids, mask, progress=seen.append,
+                       progress_every=5)
+    assert seen == [5, 10, 15, 20, 24]  # ceil(24 / 5) reports, the last at the end
     assert batch.image.shape == (2, CANVAS, CANVAS, 3)
     for b in range(2):
         single = maco(with_units(obj, ids[b], mask[b]), keys[b], magnitude, cfg)
@@ -245,12 +244,10 @@ def test_convergence_stop(tiny, magnitude):
     cfg = dataclasses.replace(CFG, stop_rtol=0.0, stop_window=4, stop_min_steps=8)
     keys = jax.random.split(jax.random.key(3), 2)
     ids, mask = jnp.array([[0], [1]]), jnp.array([[True], [True]])
-    seen = []
-    with maco_progress(seen.append):  # each step once, though the loop index is batched
-        batch = maco_batch(_gated, keys, magnitude, cfg, ids, mask)
-        jax.block_until_ready(batch)
+    seen = []  # each window once, though the loop index is batched
+    batch = maco_batch(_gated, keys, magnitude, cfg, ids, mask, progress=seen.append)
     steps_run = int(np.sum(~np.isnan(np.asarray(batch.objective_trace[1]))))
-    assert seen == list(range(steps_run))
+    assert seen == list(range(4, steps_run + 1, 4))
     assert np.isnan(np.asarray(batch.objective_trace[0, 8:])).all()
     for b in range(2):
         single = maco(with_units(_gated, ids[b], mask[b]), keys[b], magnitude, cfg)

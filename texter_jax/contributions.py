@@ -71,6 +71,13 @@ def quadrature(method: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
     return a, w
 
 
+def default_chunk(rows: int, width: int, steps: int) -> int:
+    """Quadrature nodes per scan step for ``rows`` rows of ``width`` units: as many as keep
+    ``chunk * rows * width`` under 16 Mi floats. With the batch sharded, ``rows`` is the
+    per-device batch, so adding devices does not shrink each device's chunk."""
+    return max(1, min(steps, _MAX_ELEMENTS_PER_STEP // max(1, rows * width)))
+
+
 def integrated_gradients(fn: Callable[[Array], Array], x: Array, baseline: Array | None = None,
                          *, steps: int = DEFAULT_STEPS, method: str = DEFAULT_METHOD,
                          chunk: int | None = None) -> Array:
@@ -79,14 +86,15 @@ def integrated_gradients(fn: Callable[[Array], Array], x: Array, baseline: Array
     Args:
       fn: maps points float [N, D] to one scalar per row [N]; rows must not interact
         (true of classifier heads and SAE decoders), since the gradient of the sum is
-        taken. It is called on ``chunk * B`` rows at a time, with the B input rows
-        repeated ``chunk`` times in order (row ``i`` of chunk-copy ``c`` is ``c * B + i``).
+        taken. It is called on ``B * chunk`` rows at a time: input row ``i`` at node
+        ``c`` is row ``i * chunk + c`` (batch-major, so a batch split over devices
+        stays split).
       x: float [B, D] inputs.
       baseline: float [B, D] or None (zeros, as the release).
       steps: number of quadrature nodes M.
       method: one of :data:`METHODS`.
-      chunk: nodes evaluated per scan step; by default as many as keep
-        ``chunk * B * D`` under 16 Mi floats. Padding nodes carry weight 0.
+      chunk: nodes evaluated per scan step; by default :func:`default_chunk` of the
+        B rows. Padding nodes carry weight 0.
 
     Returns:
       Attributions float [B, D], same dtype as ``x``.
@@ -97,7 +105,7 @@ def integrated_gradients(fn: Callable[[Array], Array], x: Array, baseline: Array
     alphas, weights = quadrature(method, steps)
     b, d = x.shape
     if chunk is None:
-        chunk = max(1, min(steps, _MAX_ELEMENTS_PER_STEP // max(1, b * d)))
+        chunk = default_chunk(b, d, steps)
     n_chunks = math.ceil(steps / chunk)
     pad = n_chunks * chunk - steps
     alphas = np.concatenate([alphas, np.ones(pad)]).reshape(n_chunks, chunk)
@@ -107,9 +115,9 @@ def integrated_gradients(fn: Callable[[Array], Array], x: Array, baseline: Array
 
     def body(acc, aw):
         a, w = aw
-        pts = baseline[None] + a[:, None, None] * delta[None]  # [chunk, B, D]
-        g = grad_sum(pts.reshape(chunk * b, d)).reshape(chunk, b, d)
-        return acc + jnp.tensordot(w, g, axes=1), None
+        pts = baseline[:, None] + a[None, :, None] * delta[:, None]  # [B, chunk, D]
+        g = grad_sum(pts.reshape(b * chunk, d)).reshape(b, chunk, d)
+        return acc + jnp.einsum("c,bcd->bd", w, g), None
 
     acc, _ = jax.lax.scan(body, jnp.zeros_like(x),
                           (jnp.asarray(alphas, x.dtype), jnp.asarray(weights, x.dtype)))
@@ -117,13 +125,13 @@ def integrated_gradients(fn: Callable[[Array], Array], x: Array, baseline: Array
 
 
 def _target_logit(head_fn: Callable[[Array], Array], class_idx: Array, b: int):
-    """Row-wise F_c for points laid out as ``chunk`` copies of the B rows."""
+    """Row-wise F_c for points laid out batch-major, ``chunk`` nodes per row."""
     class_idx = jnp.asarray(class_idx, jnp.int32).reshape(b)
 
     def f(points):
-        logits = head_fn(points)  # [chunk * B, C]
+        logits = head_fn(points)  # [B * chunk, C]
         reps = logits.shape[0] // b
-        tgt = jnp.tile(class_idx, reps)
+        tgt = jnp.repeat(class_idx, reps)
         return jnp.take_along_axis(logits, tgt[:, None], axis=-1)[:, 0]
 
     return f

@@ -15,7 +15,7 @@ References:
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import chex
 import jax
@@ -24,11 +24,13 @@ import numpy as np
 
 from texter_jax import mapping
 from texter_jax.aligner import Aligner
-from texter_jax.batching import batch_sharding, pad_batch, shard
+from texter_jax.batching import host_read, local_placement
 from texter_jax.classifier import Classifier
 from texter_jax.config import PRESETS, ExplainConfig, MacoConfig
-from texter_jax.emphasis import (default_spectrum, features_objective, logits_objective,
+from texter_jax.emphasis import (MacoResult, default_spectrum, features_objective, logits_objective,
                                  maco_batch_with_retry, sae_objective)
+from texter_jax.programs import (baseline_program, retrieve_program, stage1_program,
+                                 stage3_program)
 from texter_jax.sae import Sae, sae_encode
 from texter_jax.stages import (UNIT_SELECTORS, Contributions, Prediction,
                                contributions, embed_concept_images, predict, select_units,
@@ -38,8 +40,9 @@ from texter_jax.types import Array, PRNGKey, Variables
 # The settings and the stages are re-exported: here is where users look for them.
 __all__ = [
     "KEY_TAGS", "PRESETS", "UNIT_SELECTORS", "Contributions", "ExplainConfig", "Explanation",
+    "ExplanationArrays", "explain_arrays",
     "MacoConfig", "Prediction", "contributions", "embed_concept_images",
-    "embed_concept_images_jit", "explain_batch", "fold_keys", "image_keys", "predict",
+    "explain_batch", "fold_keys", "image_keys", "predict",
     "read_canvases_jit", "select_units", "text_to_concept", "text_to_concept_batch",
     "text_to_concept_embed_batch", "text_to_concept_embeddings",
 ]
@@ -79,34 +82,8 @@ class Explanation(NamedTuple):
 
 
 
-@functools.partial(jax.jit, static_argnames=("classifier", "steps", "method", "ranked",
-                                              "use_sae", "top_k", "ranking", "selector"))
-def _stage1(classifier, variables, sae_params, images, class_idx, unit_keys, *, steps,
-            method, ranked, use_sae, top_k, ranking, selector):
-    pred = predict(classifier, variables, images)
-    sae = Sae(sae_params, top_k) if use_sae else None
-    target = pred.label if class_idx is None else class_idx
-    contrib = select_units(classifier, variables, pred.z, target, sae, unit_keys,
-                           selector=selector, steps=steps, method=method, ranked=ranked,
-                           ranking=ranking)
-    return pred, contrib
-
-
-@functools.partial(jax.jit, static_argnames=("classifier", "n_crops", "whole"))
-def embed_concept_images_jit(classifier, variables, w, b, keys, images, transparency, *,
-                             n_crops, whole=False):
-    """Jitted :func:`embed_concept_images` with the aligner passed as arrays (w, b)."""
-    return embed_concept_images(classifier, variables, Aligner(w, b), keys, images,
-                                transparency, n_crops=n_crops, whole=whole)
-
-
 read_canvases_jit = functools.partial(jax.jit, static_argnames=(
     "classifier", "n_crops", "whole"))(mapping.read_canvases)
-
-
-@functools.partial(jax.jit, static_argnames=("classifier",))
-def _baseline(classifier, variables, w, b, images):
-    return text_to_concept(classifier, variables, Aligner(w, b), images)
 
 
 def image_keys(seed: int, indices) -> Array:
@@ -124,16 +101,21 @@ def fold_keys(keys: PRNGKey, tag: str) -> PRNGKey:
 def explain_batch(classifier: Classifier, variables: Variables, aligner: Aligner,
                   text_emb: Array, images, keys: PRNGKey, config: ExplainConfig,
                   *, sae: Sae | None = None, magnitude=None, class_idx=None,
-                  units: str = "ig", reader_variables: Variables | None = None
-                  ) -> Explanation:
-    """TEXTER for a batch of images, sharded over ``jax.local_devices()`` along the batch.
+                  units: str = "ig", reader_variables: Variables | None = None,
+                  progress: Callable[[int], None] | None = None) -> Explanation:
+    """TEXTER for a batch of images, split over ``jax.local_devices()`` along the batch.
+
+    Every stage runs split over the devices (weights replicated) and passes its outputs
+    to the next as device arrays (:func:`explain_arrays`); the host reads only each
+    retry round's [B] mask and the final result (see :mod:`texter_jax.programs`).
 
     Args:
       classifier, variables: the classifier to explain.
       aligner: features -> CLIP image space.
       text_emb: float32 [T, E] CLIP text embeddings of a concept bank shared by the
         batch, or None (per-image banks: score ``crop_embeddings`` afterwards).
-      images: float32 [B, H, W, 3] in [0, 1] at the classifier's input size.
+      images: float32 [B, H, W, 3] in [0, 1] at the classifier's input size (host or
+        device array).
       keys: [B] PRNG keys, one per image (see :func:`image_keys`): MACO's phase and crops
         and stage 3's crops of image b derive from ``keys[b]`` alone (:data:`KEY_TAGS`).
       config: hyperparameters (release defaults).
@@ -146,98 +128,154 @@ def explain_batch(classifier: Classifier, variables: Variables, aligner: Aligner
       reader_variables: the variables stage 3 reads the concept image with (default
         ``variables``); the sanity checks select and emphasise units with a randomised
         model and read with the real one, which the aligner was fitted to.
+      progress: ``listener(steps_done)`` for MACO's steps (reported every
+        :func:`~texter_jax.emphasis.progress.report_every` steps; each retry round
+        reports anew). None compiles MACO without any host callback.
 
     Returns:
       :class:`Explanation` of host arrays for the B images. A row without any unit to
       emphasise (no active SAE code, e.g. under a randomised model) emphasises unit 0
       and reports no unit.
     """
-    images = np.asarray(images, np.float32)
+    arrays = explain_arrays(classifier, variables, aligner, text_emb, images, keys, config,
+                            sae=sae, magnitude=magnitude, class_idx=class_idx, units=units,
+                            reader_variables=reader_variables, progress=progress)
+    # The final read: what the Explanation holds (not z, nor every unit's score).
+    host = host_read(arrays._replace(pred=arrays.pred._replace(z=None),
+                                     contrib=arrays.contrib._replace(scores=None),
+                                     retries=None))
+    return _explanation(host, arrays.retries, config, len(keys))
+
+
+class ExplanationArrays(NamedTuple):
+    """:func:`explain_arrays`'s device results, each split along the (padded) batch.
+
+    pred: :class:`Prediction`; contrib: :class:`Contributions`; maco:
+    :class:`~texter_jax.emphasis.MacoResult`; n_units int [B]; crop_embeddings
+    [B, C, E]; crop_logits [B, C, K]; concept_scores [B, T] or None; retries: host int
+    [B]. Rows past the real batch repeat the last image.
+    """
+
+    pred: Prediction
+    contrib: Contributions
+    maco: MacoResult
+    n_units: Array
+    crop_embeddings: Array
+    crop_logits: Array
+    concept_scores: Array | None
+    retries: np.ndarray | None
+
+
+def explain_arrays(classifier: Classifier, variables: Variables, aligner: Aligner,
+                   text_emb: Array, images, keys: PRNGKey, config: ExplainConfig,
+                   *, sae: Sae | None = None, magnitude=None, class_idx=None,
+                   units: str = "ig", reader_variables: Variables | None = None,
+                   progress: Callable[[int], None] | None = None) -> ExplanationArrays:
+    """The device part of :func:`explain_batch` (same arguments): the stages' outputs
+    as device arrays split along the batch, padded to a multiple of the local device
+    count. Nothing is read to the host but each retry round's [B] mask."""
     chex.assert_rank(images, 4)
     size = classifier.image_size
-    if images.shape[1:] != (size, size, 3):
+    if tuple(images.shape[1:]) != (size, size, 3):
         raise ValueError(f"images must be [B, {size}, {size}, 3] in [0, 1], got {images.shape}")
     if config.use_sae and sae is None:
         raise ValueError("config.use_sae is True but no SAE was given (pass sae= or "
                          "use_sae=False)")
-    if magnitude is None:
-        magnitude = default_spectrum(config.maco.canvas)
     if len(keys) != images.shape[0]:
         raise ValueError(f"{len(keys)} keys for {images.shape[0]} images")
-    images, n_real = pad_batch(images)
-    keys, _ = pad_batch(keys)
+    placement = local_placement()
+    if magnitude is None:
+        magnitude = default_spectrum(config.maco.canvas)
+    images, _ = placement.pad(jnp.asarray(images, jnp.float32))
+    keys, _ = placement.pad(keys)
     if class_idx is not None:
-        class_idx = jnp.asarray(pad_batch(np.asarray(class_idx, np.int32))[0])
-    sharding = batch_sharding(images.shape[0])
-    x = shard(jnp.asarray(images), sharding)
+        class_idx = placement.pad(jnp.asarray(class_idx, jnp.int32))[0]
+    x, keys, class_idx = placement.put_batch((images, keys, class_idx))
     use_sae = config.use_sae and sae is not None
+    variables, sae_params, magnitude, w, b = placement.put_replicated(
+        (variables, sae.params if use_sae else None, jnp.asarray(magnitude, jnp.float32),
+         jnp.asarray(aligner.w), jnp.asarray(aligner.b)))
     ranked = config.ranked_units
-    pred, contrib = _stage1(classifier, variables, sae.params if use_sae else None, x,
-                            class_idx, fold_keys(keys, "random_units"),
-                            steps=config.ig_steps, method=config.ig_method, ranked=ranked,
-                            use_sae=use_sae, top_k=sae.top_k if use_sae else 0,
-                            ranking=config.unit_ranking, selector=units)
-    target = np.asarray(pred.label if class_idx is None else class_idx)
-    ranked_ids = np.asarray(contrib.ranked_ids)
-    valid = np.asarray(contrib.ranked_valid)
+    pred, contrib = stage1_program(placement)(
+        variables, sae_params, x, class_idx, fold_keys(keys, "random_units"),
+        classifier=classifier, steps=config.ig_steps, method=config.ig_method, ranked=ranked, use_sae=use_sae,
+        top_k=sae.top_k if use_sae else 0, ranking=config.unit_ranking, selector=units)
+    valid = contrib.ranked_valid
     if config.objective == "class_logit":
         objective = logits_objective(classifier, variables,
                                      compute_dtype=config.compute_dtype)
+        target = pred.label if class_idx is None else class_idx
         maco_ids, maco_valid, k_start = target[:, None], None, 1
     else:
         if use_sae:
-            objective = sae_objective(classifier, variables, sae_encode, sae.params,
+            objective = sae_objective(classifier, variables, sae_encode, sae_params,
                                       top_k=sae.top_k, compute_dtype=config.compute_dtype)
         else:
             objective = features_objective(classifier, variables,
                                            compute_dtype=config.compute_dtype)
-        # Slots without a unit (fewer active codes than R) still need a valid index to
-        # gather; they are masked out of the objective. A row with none emphasises unit 0.
-        maco_valid = valid.copy()
-        maco_valid[~valid.any(axis=1), 0] = True
-        maco_ids, k_start = np.where(valid, ranked_ids, 0), config.k_neu
+        maco_ids, maco_valid = _maco_units(contrib.ranked_ids, valid)
+        k_start = config.k_neu
     result, info = maco_batch_with_retry(objective, fold_keys(keys, "maco"), magnitude,
                                          config.maco, maco_ids, k_start, maco_valid,
-                                         max_retries=config.max_retries)
-    crop_emb, crop_logits = embed_concept_images_jit(
-        classifier, variables if reader_variables is None else reader_variables,
-        jnp.asarray(aligner.w), jnp.asarray(aligner.b), fold_keys(keys, "crops"),
-        shard(result.image, sharding), shard(result.transparency, sharding),
-        n_crops=config.map_crops, whole=config.map_whole_canvas)
-    scores = None if text_emb is None else np.asarray(
-        mapping.retrieve(crop_emb, jnp.asarray(text_emb)))
+                                         max_retries=config.max_retries,
+                                         placement=placement, progress=progress)
+    reader = variables if reader_variables is None else placement.put_replicated(
+        reader_variables)
+    crop_emb, crop_logits = stage3_program(placement)(
+        reader, w, b, fold_keys(keys, "crops"), result.image, result.transparency,
+        classifier=classifier, n_crops=config.map_crops, whole=config.map_whole_canvas)
+    scores = None if text_emb is None else retrieve_program(placement)(
+        crop_emb, placement.put_replicated(jnp.asarray(text_emb, jnp.float32)))
     if config.objective == "class_logit":  # report the units stage 1 selected
-        n_units = np.minimum(config.k_neu, valid.sum(axis=1))
+        n_units = jnp.minimum(config.k_neu, jnp.sum(valid, axis=1))
     else:
         n_units = info.n_units
-    slot = np.arange(ranked)[None, :] < n_units[:, None]
+    return ExplanationArrays(pred, contrib, result, n_units, crop_emb, crop_logits, scores,
+                             info.retries)
+
+
+def _maco_units(ranked_ids: Array, valid: Array) -> tuple[Array, Array]:
+    """MACO's unit ids and mask from stage 1's ranking. Slots without a unit (fewer
+    active codes than R) still need a valid index to gather; they are masked out of the
+    objective. A row with none emphasises unit 0."""
+    none = ~jnp.any(valid, axis=1)
+    return jnp.where(valid, ranked_ids, 0), valid.at[:, 0].set(valid[:, 0] | none)
+
+
+def _explanation(host: ExplanationArrays, retries: np.ndarray, config: ExplainConfig,
+                 n_real: int) -> Explanation:
+    """The host-side :class:`Explanation` from the final read of the device results."""
+    pred, contrib, maco = host.pred, host.contrib, host.maco
+    n_units, valid = host.n_units.astype(np.int64), contrib.ranked_valid
+    slot = np.arange(config.ranked_units)[None, :] < n_units[:, None]
     width = max(config.k_neu, int(n_units.max()))
-    unit_ids = np.where(slot & valid, ranked_ids, -1)[:, :width]
-    unit_scores = np.where(slot & valid, np.asarray(contrib.ranked_scores), 0.0)[:, :width]
-    label = np.asarray(pred.label)
-    prob = np.take_along_axis(np.asarray(pred.probs), label[:, None], axis=1)[:, 0]
-    out = Explanation(label, prob, unit_ids, unit_scores, n_units, info.retries,
-                      np.asarray(result.image), np.asarray(result.transparency),
-                      np.asarray(result.objective_trace), np.asarray(crop_emb), scores,
-                      np.asarray(jnp.argmax(crop_logits, axis=-1)).astype(np.int32))
+    unit_ids = np.where(slot & valid, contrib.ranked_ids, -1)[:, :width]
+    unit_scores = np.where(slot & valid, contrib.ranked_scores, 0.0)[:, :width]
+    prob = np.take_along_axis(pred.probs, pred.label[:, None], axis=1)[:, 0]
+    out = Explanation(pred.label, prob, unit_ids, unit_scores, n_units, retries,
+                      maco.image, maco.transparency, maco.objective_trace,
+                      host.crop_embeddings, host.concept_scores,
+                      np.argmax(host.crop_logits, axis=-1).astype(np.int32))
     return Explanation(*(None if a is None else a[:n_real] for a in out))
 
 
 def text_to_concept_embed_batch(classifier: Classifier, variables: Variables,
                                 aligner: Aligner, images) -> tuple[np.ndarray, ...]:
-    """Text-to-Concept's image side for a batch, one classifier pass (padded, sharded).
+    """Text-to-Concept's image side for a batch, one classifier pass (padded, split over
+    this process's devices).
 
     Returns:
       ``(label [B], prob [B], embeddings [B, 1, E])`` as host arrays.
     """
-    images = np.asarray(images, np.float32)
-    images, n_real = pad_batch(images)
-    x = shard(jnp.asarray(images), batch_sharding(images.shape[0]))
-    pred, emb = _baseline(classifier, variables, jnp.asarray(aligner.w),
-                          jnp.asarray(aligner.b), x)
-    label = np.asarray(pred.label)
-    prob = np.take_along_axis(np.asarray(pred.probs), label[:, None], axis=1)[:, 0]
-    return label[:n_real], prob[:n_real], np.asarray(emb)[:n_real]
+    placement = local_placement()
+    images, n_real = placement.pad(jnp.asarray(images, jnp.float32))
+    variables, w, b = placement.put_replicated(
+        (variables, jnp.asarray(aligner.w), jnp.asarray(aligner.b)))
+    pred, emb = baseline_program(placement)(variables, w, b, placement.put_batch(images),
+                                            classifier=classifier)
+    label, probs, emb = host_read((pred.label, pred.probs, emb))
+    prob = np.take_along_axis(probs, label[:, None], axis=1)[:, 0]
+    return label[:n_real], prob[:n_real], emb[:n_real]
 
 
 def text_to_concept_batch(classifier: Classifier, variables: Variables, aligner: Aligner,

@@ -125,9 +125,14 @@ def topk_mask(values: Array, top_k: int) -> Array:
       broken by index, as ``jax.lax.top_k`` does); gradients flow to those entries only.
     """
     vals, idx = jax.lax.top_k(values, top_k)
-    # put_along_axis is a scatter: its transpose is a gather, so grads reach kept entries.
-    out = jnp.zeros_like(values)
-    return jnp.put_along_axis(out, idx, vals, axis=-1, inplace=False)
+    # A row-local mask, not a scatter of the top-k values: a scatter is partitioned
+    # poorly (the compiler gathers the whole batch for it when the batch is sharded).
+    # lax.top_k takes tied entries lowest index first, so the kept ties at the k-th
+    # value are exactly those at or below the k-th entry's index.
+    kth, kth_idx = vals[..., -1:], idx[..., -1:]
+    position = jax.lax.broadcasted_iota(jnp.int32, values.shape, values.ndim - 1)
+    keep = (values > kth) | ((values == kth) & (position <= kth_idx))
+    return jnp.where(keep, values, jnp.zeros_like(values))
 
 
 def sae_encode(params: SaeParams, x: Array, top_k: int) -> tuple[Array, Array]:

@@ -141,17 +141,20 @@ class Session:
     # -- image side -------------------------------------------------------------------
 
     def explain(self, images, keys, config: ExplainConfig, *, text_emb=None, magnitude=None,
-                **hooks) -> Explanation:
+                variables: Variables | None = None, class_idx=None, units: str = "ig",
+                reader_variables: Variables | None = None,
+                progress: Callable[[int], None] | None = None) -> Explanation:
         """:func:`texter_jax.explain.explain_batch` with this session's parts (the SAE
-        when ``config.use_sae``); ``hooks`` are its ``class_idx`` / ``units`` /
-        ``reader_variables`` / ``variables`` (a randomised model)."""
+        when ``config.use_sae``). ``variables`` replaces the classifier's weights (e.g. a
+        randomised model); the other arguments are ``explain_batch``'s."""
         if config.use_sae and self.sae is None:
             raise SessionError("TEXTER with the SAE needs one: load the session with an SAE "
                                "(or use use_sae=False)")
-        variables = hooks.pop("variables", self.variables)
-        return explain_batch(self.classifier, variables, self.aligner, text_emb, images, keys,
-                             config, sae=self.sae if config.use_sae else None,
-                             magnitude=magnitude, **hooks)
+        return explain_batch(self.classifier, self.variables if variables is None else variables,
+                             self.aligner, text_emb, images, keys, config,
+                             sae=self.sae if config.use_sae else None, magnitude=magnitude,
+                             class_idx=class_idx, units=units,
+                             reader_variables=reader_variables, progress=progress)
 
     def text_to_concept(self, images, variables: Variables | None = None):
         """The Text-to-Concept baseline's image side: ``(label [B], prob [B],

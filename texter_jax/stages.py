@@ -56,21 +56,23 @@ def predict(classifier: Classifier, variables: Variables, images: Array) -> Pred
 
 def contributions(classifier: Classifier, variables: Variables, z: Array, class_idx: Array,
                   sae: Sae | None, *, steps: int, method: str, ranked: int,
-                  ranking: str = "abs") -> Contributions:
+                  ranking: str = "abs", chunk: int | None = None) -> Contributions:
     """Stage 1: IG of ``F_c`` over features (sae None) or TopK SAE codes.
 
     Args:
       z: float32 [B, D] features; class_idx: int [B] target classes.
       ranked: R, the number of ranked units returned.
       ranking: ``"abs"`` (release) or ``"signed"``, see :class:`ExplainConfig`.
+      chunk: IG nodes per scan step (:func:`~texter_jax.contributions.default_chunk`).
     """
     head = functools.partial(classifier.head, variables)
     if sae is None:
-        scores = ig_features(head, z, class_idx, steps=steps, method=method)
+        scores = ig_features(head, z, class_idx, steps=steps, method=method, chunk=chunk)
         active = None
     else:
         _, codes = sae_encode(sae.params, z, sae.top_k)
-        scores = ig_sae_codes(head, sae.params, codes, class_idx, steps=steps, method=method)
+        scores = ig_sae_codes(head, sae.params, codes, class_idx, steps=steps, method=method,
+                              chunk=chunk)
         active = codes != 0  # the release ranks only the codes that fired
     ids, vals = top_units(scores, ranked, active)
     if ranking == "signed":
@@ -84,7 +86,8 @@ def contributions(classifier: Classifier, variables: Variables, z: Array, class_
 
 def select_units(classifier: Classifier, variables: Variables, z: Array, class_idx: Array,
                  sae: Sae | None, keys: PRNGKey, *, selector: str, steps: int, method: str,
-                 ranked: int, ranking: str = "abs") -> Contributions:
+                 ranked: int, ranking: str = "abs", chunk: int | None = None
+                 ) -> Contributions:
     """Stage 1 with a choice of selector (see :data:`UNIT_SELECTORS`).
 
     ``"ig"`` is :func:`contributions`. ``"random"`` draws R units per row uniformly from
@@ -93,7 +96,7 @@ def select_units(classifier: Classifier, variables: Variables, z: Array, class_i
     """
     if selector == "ig":
         return contributions(classifier, variables, z, class_idx, sae, steps=steps,
-                             method=method, ranked=ranked, ranking=ranking)
+                             method=method, ranked=ranked, ranking=ranking, chunk=chunk)
     if selector != "random":
         raise ValueError(f"unit selector must be one of {UNIT_SELECTORS}, got {selector!r}")
     if sae is None:

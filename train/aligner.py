@@ -36,6 +36,7 @@ import numpy as np
 import optax
 
 from texter_jax.aligner import Aligner
+from texter_jax.batching import BATCH_AXIS, Placement, local_placement
 from texter_jax.types import PRNGKey
 
 # Release constants (text_to_concept/linear_aligner.py).
@@ -156,25 +157,40 @@ def sgd_optimizer(schedule, *, momentum: float = 0.9, weight_decay: float = 5e-4
                        optax.sgd(schedule, momentum=momentum))
 
 
-def _make_epoch_fn(tx: optax.GradientTransformation):
-    def loss_fn(params, xb, yb, mb):
-        pred = xb @ params["W"].T + params["b"]
-        sq = jnp.sum(jnp.square(pred - yb), axis=1) * mb
-        # torch MSELoss: mean over the (possibly short) last batch's real rows.
-        return jnp.sum(sq) / (jnp.sum(mb) * yb.shape[1])
-
-    @jax.jit
-    def run_epoch(params, opt_state, x, y, idx, mask):
-        """One epoch as a scan over batches; idx/mask int/float [steps, batch]."""
+def _make_epoch_fn(tx: optax.GradientTransformation, placement: Placement):
+    """One epoch, data parallel over ``placement``: every device holds the (scaled)
+    features and targets and the parameters; each takes its share of every batch's rows
+    and the gradients are summed over the devices (``psum``), so the step equals one
+    device's on the whole batch."""
+    def local_epoch(params, opt_state, x, y, idx, mask):
+        # idx / mask: this device's rows of every batch, [rows, steps].
         def step(carry, batch):
             params, opt_state = carry
             bidx, mb = batch
-            loss, grads = jax.value_and_grad(loss_fn)(params, x[bidx], y[bidx], mb)
+            count = jax.lax.psum(jnp.sum(mb), BATCH_AXIS)
+
+            def loss_fn(p):
+                pred = x[bidx] @ p["W"].T + p["b"]
+                sq = jnp.sum(jnp.square(pred - y[bidx]), axis=1) * mb
+                # torch MSELoss: mean over the (possibly short) last batch's real rows.
+                return jnp.sum(sq) / (count * y.shape[1])
+
+            loss, grads = jax.value_and_grad(loss_fn)(params)
+            loss, grads = jax.lax.psum((loss, grads), BATCH_AXIS)
             updates, opt_state = tx.update(grads, opt_state, params)
             return (optax.apply_updates(params, updates), opt_state), loss
 
-        (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), (idx, mask))
+        (params, opt_state), losses = jax.lax.scan(step, (params, opt_state),
+                                                   (idx.T, mask.T))
         return params, opt_state, jnp.mean(losses)
+
+    parallel = jax.jit(placement.data_parallel(
+        local_epoch, (False, False, False, False, True, True), out_batched=False))
+
+    def run_epoch(params, opt_state, x, y, idx, mask):
+        """idx / mask: int / float [steps, batch], batch a multiple of the devices."""
+        idx, mask = placement.put_batch((idx.T, mask.T))
+        return parallel(params, opt_state, x, y, idx, mask)
 
     return run_epoch
 
@@ -211,17 +227,23 @@ def fit_sgd(x: np.ndarray, y: np.ndarray, *, key: PRNGKey, epochs: int = 6,
     tx = sgd_optimizer(_schedule(schedule, lr, steps, steps * epochs),
                        momentum=momentum, weight_decay=weight_decay)
     opt_state = tx.init(params)
-    run_epoch = _make_epoch_fn(tx)
+    placement = local_placement()
+    run_epoch = _make_epoch_fn(tx, placement)
+    xs, ys, params, opt_state = placement.put_replicated((xs, ys, params, opt_state))
 
+    # Rows with mask 0 weigh nothing: the short last batch, and each batch padded to a
+    # multiple of the device count.
+    width = placement.round_up(batch_size)
     pad = steps * batch_size - n
     mask = np.ones(steps * batch_size, np.float32)
     if pad:
         mask[n:] = 0.0
-    mask = jnp.asarray(mask.reshape(steps, batch_size))
+    mask = np.pad(mask.reshape(steps, batch_size), ((0, 0), (0, width - batch_size)))
     losses = []
     for epoch in range(epochs):
         perm = jax.random.permutation(jax.random.fold_in(k_shuffle, epoch), n)
         idx = jnp.concatenate([perm, jnp.zeros((pad,), perm.dtype)]).reshape(steps, batch_size)
+        idx = jnp.pad(idx, ((0, 0), (0, width - batch_size)))
         params, opt_state, loss = run_epoch(params, opt_state, xs, ys, idx, mask)
         losses.append(float(loss))
         if verbose:

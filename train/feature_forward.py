@@ -21,8 +21,9 @@ def make_forward(features_fn: Callable, batch_size: int, *, variables: Any = Non
         ``fn(variables, images)`` (variables then enter the jit as an argument instead of
         being baked into the program as constants).
       batch_size: the fixed batch size (checked against the device count when sharding).
-      shard: with several devices, split inputs and outputs over a 1-D mesh of
-        ``jax.local_devices()`` on the batch axis (variables replicated).
+      shard: with several devices, split inputs and outputs over
+        ``jax.local_devices()`` on the batch axis, each device running its share
+        (variables replicated).
 
     Returns:
       ``forward(x_device) -> [B, D]`` and ``put(x_host) -> x_device`` (right sharding).
@@ -30,22 +31,19 @@ def make_forward(features_fn: Callable, batch_size: int, *, variables: Any = Non
     import jax
     import jax.numpy as jnp
 
+    from texter_jax.batching import local_placement, placement_over
+
     def fwd(v, x_u8):
         x = x_u8.astype(jnp.float32) / 255.0
         return features_fn(x) if v is None else features_fn(v, x)
 
-    devices = jax.local_devices()  # this process's own (several processes: see distributed.py)
-    if shard and len(devices) > 1:
-        from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-
-        if batch_size % len(devices):
-            raise ValueError(f"batch size {batch_size} must be a multiple of the "
-                             f"{len(devices)} devices to shard the batch axis")
-        mesh = Mesh(np.asarray(devices), ("batch",))
-        batch_sh, repl = NamedSharding(mesh, P("batch")), NamedSharding(mesh, P())
-        v_dev = None if variables is None else jax.device_put(variables, repl)
-        jitted = jax.jit(fwd, in_shardings=(repl, batch_sh), out_shardings=batch_sh)
-        return (lambda x: jitted(v_dev, x)), (lambda x: jax.device_put(x, batch_sh))
-    v_dev = None if variables is None else jax.device_put(variables)
-    jitted = jax.jit(fwd)
-    return (lambda x: jitted(v_dev, x)), jnp.asarray
+    placement = local_placement()
+    if not shard or placement.n_devices == 1:
+        placement = placement_over(jax.local_devices()[:1])
+    elif batch_size % placement.n_devices:
+        raise ValueError(f"batch size {batch_size} must be a multiple of the "
+                         f"{placement.n_devices} devices to shard the batch axis")
+    # Each device runs its share of the batch (no collective); variables whole on each.
+    jitted = jax.jit(placement.data_parallel(fwd, (False, True)))
+    v_dev = None if variables is None else placement.put_replicated(variables)
+    return (lambda x: jitted(v_dev, x)), placement.put_batch
