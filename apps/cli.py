@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, str] = {
     "train-aligner": "train.cli",
     "train-sae": "train.cli",
     "spectrum": "apps.spectrum_cli",
+    "plan": "apps.plan_cli",
     "eval": "eval.cli",
 }
 

@@ -8,6 +8,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub
 # libtpu (test extra: the TPU compiler) probes for a TPU when a backend starts; these
 # machines have none, and the planner's TPU topologies do not need the TPU backend.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+from texter_jax.plan.targets import quiet_libtpu  # noqa: E402
+
+quiet_libtpu()  # and let test processes load it side by side
 
 import jax  # noqa: E402
 

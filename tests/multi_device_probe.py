@@ -129,6 +129,28 @@ def eight_images():
     return clf, jax.tree.map(np.asarray, v), sae, al, text, images
 
 
+def sae_steps(placement=None, steps: int = 5) -> dict:
+    """A few TopK SAE training steps (data parallel over ``placement``'s devices)."""
+    from texter_jax.sae import SaeConfig, init_sae
+    from train.sae_train import SaeTrainConfig, _zero_acc, make_optimizer, make_train_step
+
+    cfg = SaeConfig(input_dim=16, nb_concepts=64, top_k=8)
+    tx = make_optimizer(SaeTrainConfig(lr=1e-2))
+    params = init_sae(jax.random.key(1), cfg)
+    state = {"params": params, "opt_state": tx.init(params), "acc": _zero_acc(64),
+             "rng": jax.random.key_data(jax.random.key(0))}
+    step = make_train_step(tx, cfg.top_k, placement)
+    rng = np.random.default_rng(0)
+    losses = []
+    for _ in range(steps):
+        state, loss = step(state, rng.normal(size=(32, 16)).astype(np.float32))
+        losses.append(float(loss))
+    acc = jax.device_get(state["acc"])
+    return {"losses": losses, "r2": float(acc.r2), "l0": float(acc.l0),
+            "alive": int(np.sum(acc.alive)),
+            "dictionary": np.asarray(state["params"]["dictionary"]["weights"]).tolist()}
+
+
 def main(path: str) -> None:
     n = jax.device_count()
     clf, v, sae, al, text, images = eight_images()
@@ -156,6 +178,7 @@ def main(path: str) -> None:
     found["memory"] = {f"{d}x{b}": maco_memory(objective, magnitude, CONFIG.maco, d, b)
                        for d, b in ((1, 2), (n, 2 * n))}
     found["aligner"] = aligner_fit()
+    found["sae"] = sae_steps(placement_over(jax.devices()))
     found["features"] = feature_forward(clf, v, images)
     Path(path).write_text(json.dumps(found))
 

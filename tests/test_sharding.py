@@ -141,3 +141,15 @@ def test_two_processes_each_split_their_share_over_their_devices(tmp_path):
         np.testing.assert_allclose(got["image"], one.concept_image[mine], atol=1e-4)
         np.testing.assert_allclose(got["scores"], one.concept_scores[mine], atol=1e-4)
     assert sorted(np.concatenate([np.load(o)["mine"] for o in outs]).tolist()) == list(range(8))
+
+
+def test_sae_training_step_is_data_parallel_and_equals_one_device(found):
+    import numpy as np
+
+    from tests.multi_device_probe import sae_steps
+
+    one, got = sae_steps(), found["sae"]
+    np.testing.assert_allclose(got["losses"], one["losses"], rtol=1e-5)
+    np.testing.assert_allclose([got["r2"], got["l0"]], [one["r2"], one["l0"]], rtol=1e-5)
+    assert got["alive"] == one["alive"]
+    np.testing.assert_allclose(got["dictionary"], one["dictionary"], atol=1e-5)

@@ -80,7 +80,7 @@ def default_chunk(rows: int, width: int, steps: int) -> int:
 
 def integrated_gradients(fn: Callable[[Array], Array], x: Array, baseline: Array | None = None,
                          *, steps: int = DEFAULT_STEPS, method: str = DEFAULT_METHOD,
-                         chunk: int | None = None) -> Array:
+                         chunk: int | None = None, unroll: bool = False) -> Array:
     """Integrated gradients of a row-wise scalar function, batched over rows.
 
     Args:
@@ -95,6 +95,8 @@ def integrated_gradients(fn: Callable[[Array], Array], x: Array, baseline: Array
       method: one of :data:`METHODS`.
       chunk: nodes evaluated per scan step; by default :func:`default_chunk` of the
         B rows. Padding nodes carry weight 0.
+      unroll: write the scan over chunks out (the compiler's cost model counts a loop's
+        body once; :mod:`texter_jax.plan` compiles this form for its figures).
 
     Returns:
       Attributions float [B, D], same dtype as ``x``.
@@ -120,7 +122,8 @@ def integrated_gradients(fn: Callable[[Array], Array], x: Array, baseline: Array
         return acc + jnp.einsum("c,bcd->bd", w, g), None
 
     acc, _ = jax.lax.scan(body, jnp.zeros_like(x),
-                          (jnp.asarray(alphas, x.dtype), jnp.asarray(weights, x.dtype)))
+                          (jnp.asarray(alphas, x.dtype), jnp.asarray(weights, x.dtype)),
+                          unroll=n_chunks if unroll else 1)
     return delta * acc
 
 
@@ -139,7 +142,7 @@ def _target_logit(head_fn: Callable[[Array], Array], class_idx: Array, b: int):
 
 def ig_features(head_fn: Callable[[Array], Array], z: Array, class_idx: Array, *,
                 steps: int = DEFAULT_STEPS, method: str = DEFAULT_METHOD,
-                chunk: int | None = None) -> Array:
+                chunk: int | None = None, unroll: bool = False) -> Array:
     """IG of logit ``class_idx`` w.r.t. classifier features, baseline 0.
 
     Args:
@@ -152,12 +155,13 @@ def ig_features(head_fn: Callable[[Array], Array], z: Array, class_idx: Array, *
       Attributions float32 [B, D].
     """
     return integrated_gradients(_target_logit(head_fn, class_idx, z.shape[0]), z,
-                                steps=steps, method=method, chunk=chunk)
+                                steps=steps, method=method, chunk=chunk, unroll=unroll)
 
 
 def ig_sae_codes(head_fn: Callable[[Array], Array], sae_params: SaeParams, codes: Array,
                  class_idx: Array, *, steps: int = DEFAULT_STEPS,
-                 method: str = DEFAULT_METHOD, chunk: int | None = None) -> Array:
+                 method: str = DEFAULT_METHOD, chunk: int | None = None,
+                 unroll: bool = False) -> Array:
     """IG of ``head(decode(codes))[class_idx]`` w.r.t. the TopK SAE codes, baseline 0.
 
     Args:
@@ -170,7 +174,8 @@ def ig_sae_codes(head_fn: Callable[[Array], Array], sae_params: SaeParams, codes
       Attributions float32 [B, n]; inactive codes (0) get exactly 0.
     """
     f = _target_logit(lambda c: head_fn(sae_decode(sae_params, c)), class_idx, codes.shape[0])
-    return integrated_gradients(f, codes, steps=steps, method=method, chunk=chunk)
+    return integrated_gradients(f, codes, steps=steps, method=method, chunk=chunk,
+                                unroll=unroll)
 
 
 def top_units(scores: Array, k: int = 6, active: Array | None = None, *,

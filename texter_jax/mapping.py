@@ -50,7 +50,8 @@ def l2_normalize(x: Array, axis: int = -1, eps: float = 1e-12) -> Array:
     return x / jnp.maximum(norm, eps)
 
 
-def normalize_concept_image(image: Array, percentile: float = PERCENTILE_IMAGE) -> Array:
+def normalize_concept_image(image: Array, percentile: float = PERCENTILE_IMAGE, *,
+                            unroll: bool = False) -> Array:
     """Percentile clip then min-max normalise, over all pixels and channels.
 
     Args:
@@ -59,14 +60,15 @@ def normalize_concept_image(image: Array, percentile: float = PERCENTILE_IMAGE) 
       float32 [H, W, 3] in [0, 1] (all 0 if the clipped image is constant).
     """
     image = jnp.asarray(image, jnp.float32)
-    lo = selection.percentile(image, percentile)
-    hi = selection.percentile(image, 100.0 - percentile)
+    lo = selection.percentile(image, percentile, unroll=unroll)
+    hi = selection.percentile(image, 100.0 - percentile, unroll=unroll)
     image = jnp.clip(image, lo, hi)
     mn, mx = image.min(), image.max()
     return jnp.where(mx > mn, (image - mn) / jnp.where(mx > mn, mx - mn, 1.0), 0.0)
 
 
-def concept_alpha(transparency: Array, percentile: float = PERCENTILE_ALPHA) -> Array:
+def concept_alpha(transparency: Array, percentile: float = PERCENTILE_ALPHA, *,
+                  unroll: bool = False) -> Array:
     """Alpha map float32 [H, W, 1] in [0, 1] from the accumulated gradient map.
 
     Channel mean, clipped from above at its ``percentile``-th percentile, scaled to max 1.
@@ -77,7 +79,7 @@ def concept_alpha(transparency: Array, percentile: float = PERCENTILE_ALPHA) -> 
       transparency: float [H, W, C] (C = 3 in the release) of |gradient| sums.
     """
     a = jnp.mean(jnp.asarray(transparency, jnp.float32), axis=-1, keepdims=True)
-    a = jnp.minimum(a, selection.percentile(a, percentile))
+    a = jnp.minimum(a, selection.percentile(a, percentile, unroll=unroll))
     mx = a.max()
     return jnp.where(mx > 0, a / jnp.where(mx > 0, mx, 1.0), 0.0)
 
@@ -85,7 +87,7 @@ def concept_alpha(transparency: Array, percentile: float = PERCENTILE_ALPHA) -> 
 def postprocess_concept_image(image: Array, transparency: Array, *,
                               percentile_image: float = PERCENTILE_IMAGE,
                               percentile_alpha: float = PERCENTILE_ALPHA,
-                              background: float = 1.0) -> Array:
+                              background: float = 1.0, unroll: bool = False) -> Array:
     """The release's concept image for stage 3: ``alpha * image + (1 - alpha) * white``.
 
     Args:
@@ -94,8 +96,8 @@ def postprocess_concept_image(image: Array, transparency: Array, *,
     Returns:
       float32 [H, W, 3] in [0, 1].
     """
-    img = normalize_concept_image(image, percentile_image)
-    alpha = concept_alpha(transparency, percentile_alpha)
+    img = normalize_concept_image(image, percentile_image, unroll=unroll)
+    alpha = concept_alpha(transparency, percentile_alpha, unroll=unroll)
     return alpha * img + (1.0 - alpha) * background
 
 

@@ -23,36 +23,38 @@ from texter_jax.stages import embed_concept_images, predict, select_units, text_
 
 
 def _stage1(variables, sae_params, images, class_idx, unit_keys, *, classifier, steps,
-            method, ranked, use_sae, top_k, ranking, selector):
+            method, ranked, use_sae, top_k, ranking, selector, unroll=False):
     pred = predict(classifier, variables, images)
     sae = Sae(sae_params, top_k) if use_sae else None
     target = pred.label if class_idx is None else class_idx
     # Runs on one device's share of the batch, so IG's chunk is sized by that share.
     contrib = select_units(classifier, variables, pred.z, target, sae, unit_keys,
                            selector=selector, steps=steps, method=method, ranked=ranked,
-                           ranking=ranking)
+                           ranking=ranking, unroll=unroll)
     return pred, contrib
 
 
 stage1_program = split_program(
     _stage1, (False, False, True, True, True), static_argnames=(
         "classifier", "steps", "method", "ranked", "use_sae", "top_k", "ranking",
-        "selector"))
+        "selector", "unroll"))
 stage1_program.__doc__ = """Prediction and stage 1: ``program(variables, sae_params,
 images [B, H, W, 3], class_idx [B] | None, unit_keys [B], *, classifier, steps, method,
-ranked, use_sae, top_k, ranking, selector) -> (Prediction, Contributions)``."""
+ranked, use_sae, top_k, ranking, selector, unroll=False) -> (Prediction, Contributions)``.
+``unroll`` writes IG's loop out, for the planner's cost figures (:mod:`texter_jax.plan`)."""
 
 
-def _stage3(variables, w, b, keys, images, transparency, *, classifier, n_crops, whole):
+def _stage3(variables, w, b, keys, images, transparency, *, classifier, n_crops, whole,
+            unroll=False):
     return embed_concept_images(classifier, variables, Aligner(w, b), keys, images,
-                                transparency, n_crops=n_crops, whole=whole)
+                                transparency, n_crops=n_crops, whole=whole, unroll=unroll)
 
 
 stage3_program = split_program(_stage3, (False, False, False, True, True, True),
-                               static_argnames=("classifier", "n_crops", "whole"))
+                               static_argnames=("classifier", "n_crops", "whole", "unroll"))
 stage3_program.__doc__ = """Stage 3's image side: ``program(variables, w [E, D], b [E],
-keys [B], images [B, S, S, 3], transparency [B, S, S, 3], *, classifier, n_crops, whole)
--> (embeddings [B, C, E], logits [B, C, K])``."""
+keys [B], images [B, S, S, 3], transparency [B, S, S, 3], *, classifier, n_crops, whole,
+unroll=False) -> (embeddings [B, C, E], logits [B, C, K])``."""
 
 retrieve_program = split_program(mapping.retrieve, (True, False))
 retrieve_program.__doc__ = """``program(crop_embeddings [B, C, E], text_emb [T, E]) ->

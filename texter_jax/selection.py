@@ -36,15 +36,18 @@ def _float_of_key(key: Array) -> Array:
     return lax.bitcast_convert_type(key ^ ((key >> 31) & _LOW_BITS), jnp.float32)
 
 
-def _kth_key(keys: Array, k: int) -> Array:
-    """The (0-based) k-th smallest of int32 ``keys`` (flat), by bisection on the key range."""
+def _kth_key(keys: Array, k: int, unroll: bool = False) -> Array:
+    """The (0-based) k-th smallest of int32 ``keys`` (flat), by bisection on the key range.
+
+    ``unroll`` writes the 32 halvings out (no loop: the compiler's cost model counts a
+    loop's body once; see :mod:`texter_jax.plan`)."""
     def halve(_, bounds):
         lo, hi = bounds
         mid = (lo & hi) + ((lo ^ hi) >> 1)  # floor((lo + hi) / 2) without int32 overflow
         enough = jnp.sum(keys <= mid, dtype=jnp.int32) >= k + 1
         return jnp.where(enough, lo, mid + 1), jnp.where(enough, mid, hi)
 
-    _, hi = lax.fori_loop(0, 32, halve, (keys.min(), keys.max()))
+    _, hi = lax.fori_loop(0, 32, halve, (keys.min(), keys.max()), unroll=32 if unroll else 1)
     return hi
 
 
@@ -59,19 +62,25 @@ def kth_smallest(x: Array, k: int) -> Array:
     return _float_of_key(_kth_key(keys, k))
 
 
-def percentile(x: Array, q: float) -> Array:
+def percentile(x: Array, q: float, *, unroll: bool = False) -> Array:
     """numpy's linear-interpolation percentile of all of ``x``, float32 scalar.
 
     Args:
       x: float array, any shape (pooled over every axis, as ``np.percentile(x, q)``).
       q: static percentile in [0, 100].
+      unroll: write the bisection's loop out (for cost analysis).
     Returns:
       float32 scalar; NaN if ``x`` holds a NaN (as numpy).
     """
     q = float(q)
     if not 0.0 <= q <= 100.0:
         raise ValueError(f"percentile: q={q} outside [0, 100]")
-    flat = jnp.ravel(jnp.asarray(x, jnp.float32))
+    x = jnp.asarray(x, jnp.float32)
+    if x.ndim >= 2 and x.shape[-1] < x.shape[0]:
+        # Pooled over every axis, so the order is free: a small minor axis (an image's 3
+        # channels) goes first, as TPUs pad the minor axis of a buffer to 128 lanes.
+        x = jnp.moveaxis(x, -1, 0)
+    flat = jnp.ravel(x)
     n = flat.size
     if n == 0:
         raise ValueError("percentile: empty input")
@@ -79,7 +88,7 @@ def percentile(x: Array, q: float) -> Array:
     lo = min(int(math.floor(pos)), n - 1)
     t = pos - lo
     keys = _sortable_keys(flat)
-    lo_key = _kth_key(keys, lo)
+    lo_key = _kth_key(keys, lo, unroll)
     a = _float_of_key(lo_key)
     if t == 0.0:
         b = a

@@ -56,7 +56,8 @@ def predict(classifier: Classifier, variables: Variables, images: Array) -> Pred
 
 def contributions(classifier: Classifier, variables: Variables, z: Array, class_idx: Array,
                   sae: Sae | None, *, steps: int, method: str, ranked: int,
-                  ranking: str = "abs", chunk: int | None = None) -> Contributions:
+                  ranking: str = "abs", chunk: int | None = None,
+                  unroll: bool = False) -> Contributions:
     """Stage 1: IG of ``F_c`` over features (sae None) or TopK SAE codes.
 
     Args:
@@ -64,15 +65,17 @@ def contributions(classifier: Classifier, variables: Variables, z: Array, class_
       ranked: R, the number of ranked units returned.
       ranking: ``"abs"`` (release) or ``"signed"``, see :class:`ExplainConfig`.
       chunk: IG nodes per scan step (:func:`~texter_jax.contributions.default_chunk`).
+      unroll: write IG's scan out (for cost analysis).
     """
     head = functools.partial(classifier.head, variables)
     if sae is None:
-        scores = ig_features(head, z, class_idx, steps=steps, method=method, chunk=chunk)
+        scores = ig_features(head, z, class_idx, steps=steps, method=method, chunk=chunk,
+                             unroll=unroll)
         active = None
     else:
         _, codes = sae_encode(sae.params, z, sae.top_k)
         scores = ig_sae_codes(head, sae.params, codes, class_idx, steps=steps, method=method,
-                              chunk=chunk)
+                              chunk=chunk, unroll=unroll)
         active = codes != 0  # the release ranks only the codes that fired
     ids, vals = top_units(scores, ranked, active)
     if ranking == "signed":
@@ -86,8 +89,8 @@ def contributions(classifier: Classifier, variables: Variables, z: Array, class_
 
 def select_units(classifier: Classifier, variables: Variables, z: Array, class_idx: Array,
                  sae: Sae | None, keys: PRNGKey, *, selector: str, steps: int, method: str,
-                 ranked: int, ranking: str = "abs", chunk: int | None = None
-                 ) -> Contributions:
+                 ranked: int, ranking: str = "abs", chunk: int | None = None,
+                 unroll: bool = False) -> Contributions:
     """Stage 1 with a choice of selector (see :data:`UNIT_SELECTORS`).
 
     ``"ig"`` is :func:`contributions`. ``"random"`` draws R units per row uniformly from
@@ -96,7 +99,8 @@ def select_units(classifier: Classifier, variables: Variables, z: Array, class_i
     """
     if selector == "ig":
         return contributions(classifier, variables, z, class_idx, sae, steps=steps,
-                             method=method, ranked=ranked, ranking=ranking, chunk=chunk)
+                             method=method, ranked=ranked, ranking=ranking, chunk=chunk,
+                             unroll=unroll)
     if selector != "random":
         raise ValueError(f"unit selector must be one of {UNIT_SELECTORS}, got {selector!r}")
     if sae is None:
@@ -111,18 +115,21 @@ def select_units(classifier: Classifier, variables: Variables, z: Array, class_i
 
 def embed_concept_images(classifier: Classifier, variables: Variables, aligner: Aligner,
                          keys: PRNGKey, images: Array, transparency: Array, *,
-                         n_crops: int, whole: bool = False) -> tuple[Array, Array]:
+                         n_crops: int, whole: bool = False,
+                         unroll: bool = False) -> tuple[Array, Array]:
     """Stage 3 image side: blend, crop, classifier features, aligner.
 
     Args:
       keys: [B] PRNG keys, one per image (crop positions).
       images: float32 [B, S, S, 3] MACO images; transparency: [B, S, S, 3].
       whole: also read the whole blended canvas (see :func:`texter_jax.mapping.read_canvases`).
+      unroll: write the percentiles' loops out (for cost analysis).
     Returns:
       ``(embeddings float32 [B, C, E], logits [B, C, K])``: aligned (not yet normalised)
       embeddings and the classifier's logits of the C views (n_crops, + 1 with whole).
     """
-    blended = jax.vmap(mapping.postprocess_concept_image)(images, transparency)
+    blended = jax.vmap(functools.partial(mapping.postprocess_concept_image, unroll=unroll))(
+        images, transparency)
     return mapping.read_canvases(classifier, variables, aligner.w, aligner.b, keys, blended,
                                  n_crops=n_crops, whole=whole)
 

@@ -46,6 +46,7 @@ import orbax.checkpoint as ocp
 from tqdm.auto import tqdm
 
 from texter_jax import sae as sae_io
+from texter_jax.batching import BATCH_AXIS, Placement, local_placement
 from texter_jax.sae import (SaeConfig, SaeParams, init_sae, project_dictionary, sae_apply,
                             sae_encode)
 from texter_jax.types import PRNGKey
@@ -143,11 +144,26 @@ def batch_r2(x: jax.Array, x_hat: jax.Array) -> jax.Array:
     return 1.0 - jnp.mean(jnp.square(x - x_hat)) / (jnp.mean(jnp.square(x - jnp.mean(x))) + R2_EPS)
 
 
-def make_train_step(tx: optax.GradientTransformation, top_k: int):
+def _acc_update(acc: EpochAcc, loss, r2, l0, fired) -> EpochAcc:
+    return EpochAcc(loss=acc.loss + loss, r2=acc.r2 + r2, l0=acc.l0 + l0,
+                    alive=jnp.maximum(acc.alive, fired.astype(jnp.int8)),
+                    steps=acc.steps + 1)
+
+
+def make_train_step(tx: optax.GradientTransformation, top_k: int,
+                    placement: Placement | None = None):
     """Builds the jitted step ``(state, x [B, d]) -> (state, loss)``; ``state`` is donated.
 
     ``state`` = ``{"params", "opt_state", "acc": EpochAcc, "rng": uint32 key data}``.
+    With a ``placement`` of several devices the step is data parallel: ``x`` split along
+    the batch (B a multiple of the device count), the state whole on every device, each
+    device's gradient and metric sums added over the devices (``psum``), so the step is
+    one device's on the whole batch up to float rounding. Without one (or with one
+    device) it is the release's single-device step.
     """
+    if placement is not None and placement.n_devices > 1:
+        return _data_parallel_step(tx, top_k, placement)
+
     @functools.partial(jax.jit, donate_argnums=0)
     def step(state, x):
         params = project_dictionary(state["params"])
@@ -155,18 +171,54 @@ def make_train_step(tx: optax.GradientTransformation, top_k: int):
             release_loss, has_aux=True)(params, x, top_k)
         updates, opt_state = tx.update(grads, state["opt_state"], params)
         params = optax.apply_updates(params, updates)
-        acc = state["acc"]
         active = jnp.abs(codes) >= L0_THRESHOLD
-        acc = EpochAcc(
-            loss=acc.loss + loss,
-            r2=acc.r2 + batch_r2(x, x_hat),
-            l0=acc.l0 + jnp.mean(jnp.sum(active, axis=1).astype(jnp.float32)),
-            alive=jnp.maximum(acc.alive, jnp.any(codes > 0, axis=0).astype(jnp.int8)),
-            steps=acc.steps + 1)
+        acc = _acc_update(state["acc"], loss, batch_r2(x, x_hat),
+                          jnp.mean(jnp.sum(active, axis=1).astype(jnp.float32)),
+                          jnp.any(codes > 0, axis=0))
         return {"params": params, "opt_state": opt_state, "acc": acc,
                 "rng": state["rng"]}, loss
 
     return step
+
+
+def _data_parallel_step(tx, top_k: int, placement: Placement):
+    n_dev = placement.n_devices
+
+    def local(state, x):
+        rows = x.shape[0] * n_dev  # the whole batch's rows
+        size = rows * x.shape[1]
+        params = project_dictionary(state["params"])
+
+        def loss_fn(p):  # this device's share of the release's MSE over the whole batch
+            _, codes = sae_encode(p, x, top_k)
+            dic = p["dictionary"]
+            x_hat = codes @ (dic["weights"] * jnp.exp(jax.lax.stop_gradient(
+                dic["multiplier"])))
+            return jnp.sum(jnp.square(x - x_hat)) / size, (codes, x_hat)
+
+        (loss, (codes, x_hat)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        loss, grads = jax.lax.psum((loss, grads), BATCH_AXIS)
+        updates, opt_state = tx.update(grads, state["opt_state"], params)
+        params = optax.apply_updates(params, updates)
+        # batch_r2 of the whole batch: 1 - MSE / (variance of all its entries + eps)
+        mean = jax.lax.psum(jnp.sum(x), BATCH_AXIS) / size
+        var = jax.lax.psum(jnp.sum(jnp.square(x - mean)), BATCH_AXIS) / size
+        r2 = 1.0 - loss / (var + R2_EPS)
+        active = jnp.abs(codes) >= L0_THRESHOLD
+        l0 = jax.lax.psum(jnp.sum(active).astype(jnp.float32), BATCH_AXIS) / rows
+        fired = jax.lax.pmax(jnp.any(codes > 0, axis=0).astype(jnp.int8), BATCH_AXIS)
+        acc = _acc_update(state["acc"], loss, r2, l0, fired)
+        return {"params": params, "opt_state": opt_state, "acc": acc,
+                "rng": state["rng"]}, loss
+
+    step = jax.jit(placement.data_parallel(local, (False, True), out_batched=False),
+                   donate_argnums=0)
+
+    def run(state, x):
+        return step(placement.put_replicated(state), placement.put_batch(x))
+
+    run.program = step  # the jitted step, to lower for other backends
+    return run
 
 
 @functools.partial(jax.jit, static_argnums=2)
@@ -284,7 +336,11 @@ def train_sae(shards, out: str | os.PathLike, *, sae_config: SaeConfig,
             print(f"resuming from {ckpt_dir / str(global_step)} "
                   f"(epoch {epoch + 1}, step {start_step}/{steps_per_epoch})")
 
-    step_fn = make_train_step(tx, sae_config.top_k)
+    placement = local_placement()
+    if cfg.batch_size % placement.n_devices:
+        raise ValueError(f"batch size {cfg.batch_size} must be a multiple of the "
+                         f"{placement.n_devices} local devices the batch is split over")
+    step_fn = make_train_step(tx, sae_config.top_k, placement)
 
     def save(state_host, epoch_, step_in_epoch):
         if global_step in mngr.all_steps():

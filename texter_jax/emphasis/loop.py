@@ -49,7 +49,7 @@ class MacoResult(NamedTuple):
 
 def render_batch(objective: Callable[..., Array], keys: PRNGKey, magnitude: Array,
                  config: MacoConfig, unit_args: tuple = (), *, every: int = 0,
-                 token: Any = 0) -> MacoResult:
+                 token: Any = 0, unroll: bool = False) -> MacoResult:
     """B MACO runs in one loop.
 
     Args:
@@ -60,6 +60,9 @@ def render_batch(objective: Callable[..., Array], keys: PRNGKey, magnitude: Arra
       unit_args: arrays with a leading [B] axis passed to ``objective`` row by row.
       every: static; 0 compiles no host callback, N reports to ``token``'s listener
         every N steps (:mod:`~texter_jax.emphasis.progress`).
+      unroll: static; write the steps out instead of looping (the compiler's cost
+        model counts a loop's body once: :mod:`texter_jax.plan` compiles 1 and 2 steps
+        this way to price a step).
 
     Returns:
       :class:`MacoResult` with a leading [B] axis.
@@ -99,19 +102,20 @@ def render_batch(objective: Callable[..., Array], keys: PRNGKey, magnitude: Arra
         return jax.vmap(advance_one, in_axes=(0, 0, 0, None))(carry, k_loops, unit_args, t)
 
     if config.stop_rtol is None:
-        carry, trace = _run_steps(advance, carry, config.steps, every, token)
+        carry, trace = _run_steps(advance, carry, config.steps, every, token, unroll)
     else:
-        carry, trace = _run_until_converged(advance, carry, config, every, token)
+        carry, trace = _run_until_converged(advance, carry, config, every, token, unroll)
     phase, _, transparency = carry
     return MacoResult(jax.vmap(lambda p: phase_to_image(p, magnitude))(phase), transparency,
                       trace)
 
 
-def _run_steps(advance, carry, steps: int, every: int, token):
+def _run_steps(advance, carry, steps: int, every: int, token, unroll: bool = False):
     """``steps`` calls of ``advance`` as one scan, or, with ``every`` > 0, as windows of
     ``every`` steps (a scan each) with one report after each. Trace [B, steps]."""
-    if every == 0:
-        carry, scores = jax.lax.scan(advance, carry, jnp.arange(steps, dtype=jnp.int32))
+    if every == 0 or unroll:
+        carry, scores = jax.lax.scan(advance, carry, jnp.arange(steps, dtype=jnp.int32),
+                                     unroll=steps if unroll else 1)
         return carry, scores.T
     n_windows, rest = divmod(steps, every)
 
@@ -131,7 +135,8 @@ def _run_steps(advance, carry, steps: int, every: int, token):
     return carry, trace.T
 
 
-def _run_until_converged(advance, carry, config: MacoConfig, every: int, token):
+def _run_until_converged(advance, carry, config: MacoConfig, every: int, token,
+                         unroll: bool = False):
     """``advance`` in windows of ``stop_window`` steps (a scan each) inside a while loop
     that ends at ``steps`` or when every image has met the convergence rule of
     :class:`MacoConfig`; an image that has stopped keeps its state (and NaN in its
@@ -143,7 +148,8 @@ def _run_until_converged(advance, carry, config: MacoConfig, every: int, token):
     def window(state):
         w, carry, trace, prev, stopped = state
         ts = w * w_len + jnp.arange(w_len, dtype=jnp.int32)
-        new_carry, scores = jax.lax.scan(advance, carry, ts)  # scores [w_len, B]
+        new_carry, scores = jax.lax.scan(advance, carry, ts,  # scores [w_len, B]
+                                         unroll=w_len if unroll else 1)
 
         def keep(new, old):
             return jnp.where(stopped.reshape((-1,) + (1,) * (new.ndim - 1)), old, new)

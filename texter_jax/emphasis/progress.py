@@ -60,7 +60,7 @@ def report(token, steps_done, after, running=True) -> None:
     of the current run are done (only while ``running``). ``after`` is a value those
     steps computed: the report waits for it (without it the compiler may move the
     callback anywhere, even before the steps)."""
-    jax.debug.callback(_deliver, token, steps_done, running, after, partitioned=True)
+    jax.debug.callback(_deliver, token, steps_done, running, after)
 
 
 @contextlib.contextmanager

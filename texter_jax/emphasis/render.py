@@ -42,22 +42,24 @@ def _maco_jit(objective, key, magnitude, token, config, every):
     return jax.tree.map(lambda x: x[0], one)
 
 
-def _maco_batch(objective, keys, magnitude, unit_ids, unit_mask, token, *, config, every):
+def _maco_batch(objective, keys, magnitude, unit_ids, unit_mask, token, *, config, every,
+                unroll=False):
     return render_batch(objective, keys, magnitude, config, (unit_ids, unit_mask),
-                        every=every, token=token)
+                        every=every, token=token, unroll=unroll)
 
 
-_maco_batch_jit = jax.jit(_maco_batch, static_argnames=("config", "every"))
+_maco_batch_jit = jax.jit(_maco_batch, static_argnames=("config", "every", "unroll"))
 
 # Per device: its share of keys, unit ids and masks; the objective (its weights), the
 # template and the progress token whole. The result stays split (stage 3 reads it
 # where it is).
 maco_batch_program = split_program(_maco_batch, (False, True, False, True, True, False),
-                                   static_argnames=("config", "every"))
+                                   static_argnames=("config", "every", "unroll"))
 maco_batch_program.__doc__ = """The batched MACO loop for a placement: ``program(objective,
-keys [B], magnitude, unit_ids [B, k], unit_mask [B, k], token, *, config, every) ->
-MacoResult`` (see :func:`maco_batch`); ``.lower`` it with abstract arguments to compile
-for another backend (:mod:`texter_jax.plan`)."""
+keys [B], magnitude, unit_ids [B, k], unit_mask [B, k], token, *, config, every,
+unroll=False) -> MacoResult`` (see :func:`maco_batch`); ``.lower`` it with abstract
+arguments to compile for another backend (:mod:`texter_jax.plan`; ``unroll`` writes the
+steps out for its cost figures)."""
 
 
 def _as_pytree(fn: Callable) -> Partial:
