@@ -27,7 +27,8 @@ def register(subparsers) -> None:
     p.add_argument("--class-names", default=None,
                    help="class names: .txt (one per line) or .json list / {index: name}")
     p.add_argument("--seed", type=int, default=0)
-    add_texter_args(p.add_argument_group("TEXTER settings (release defaults)"))
+    add_texter_args(p.add_argument_group("TEXTER settings (release defaults)"),
+                    auto_batch=True)
     add_bank_args(p.add_argument_group("concept banks"))
     p.add_argument("--top", type=int, default=10, help="concepts shown in the figure")
     p.add_argument("--no-figures", action="store_true")

@@ -25,6 +25,7 @@ from texter_jax.figures import explanation_figure, rgba_concept_image, save_png
 from texter_jax.io.atomic import write_json_atomic
 from texter_jax.io.images import ImageLoadError, list_images, load_preprocessed
 from texter_jax.mapping import concept_alpha, normalize_concept_image
+from texter_jax.plan import BatchTooLarge
 from texter_jax.session import Banks, SessionError
 
 RESULTS_FORMAT = "texter_jax/explanation/v1"
@@ -89,6 +90,18 @@ class ExplainRun:
         if config is not None:
             magnitude = default_spectrum(config.maco.canvas, a.spectrum)
         session = self.session
+        batch_size = a.batch_size
+        if batch_size == "auto":
+            if config is None:  # Text-to-Concept: one classifier pass, any batch fits
+                batch_size = 64
+            else:
+                try:
+                    choice = session.batch_for(config, images=len(paths))
+                except BatchTooLarge as e:
+                    print(f"texter explain: error: {e}", file=sys.stderr)
+                    return 2
+                batch_size = choice.batch
+                print(f"texter explain: {choice.describe()}", file=sys.stderr)
         out = Path(a.out)
         out.mkdir(parents=True, exist_ok=True)
         size = self.classifier.image_size
@@ -102,8 +115,8 @@ class ExplainRun:
         steps = tqdm(total=config.maco.steps if a.method == "texter" else 0, desc="MACO",
                      unit="step", leave=False, disable=a.method != "texter")
         progress = increments(steps.update, steps.reset)
-        for start in range(0, len(paths), a.batch_size):
-            chunk = list(range(start, min(start + a.batch_size, len(paths))))
+        for start in range(0, len(paths), batch_size):
+            chunk = list(range(start, min(start + batch_size, len(paths))))
             imgs, idx = [], []
             for i in chunk:
                 try:

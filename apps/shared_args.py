@@ -3,6 +3,8 @@ dataclasses (:mod:`texter_jax.config`, no JAX), so a default lives in one place.
 
 from __future__ import annotations
 
+import argparse
+
 from texter_jax.config import PRESETS, ExplainConfig
 
 _RELEASE = ExplainConfig()
@@ -17,9 +19,23 @@ def add_model_args(p, *, sae_help: str) -> None:
     p.add_argument("--sae", default=None, help=sae_help)
 
 
-def add_texter_args(g, *, ablation_lists: bool = False) -> None:
+def batch_size_arg(text: str):
+    """``--batch-size``: a positive int, or ``auto`` (the largest that fits the devices)."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a positive number or auto")
+    return value
+
+
+def add_texter_args(g, *, ablation_lists: bool = False, auto_batch: bool = False) -> None:
     """TEXTER's settings. With ``ablation_lists``, --k-neu, --steps, --canvas and --preset
-    take comma lists (one run per combination, as ``texter eval`` does)."""
+    take comma lists (one run per combination, as ``texter eval`` does); with
+    ``auto_batch``, --batch-size also takes ``auto``."""
     maco = _RELEASE.maco
     if ablation_lists:
         g.add_argument("--k-neu", default=str(_RELEASE.k_neu),
@@ -48,7 +64,13 @@ def add_texter_args(g, *, ablation_lists: bool = False) -> None:
                             "stop (see README, 'Fast preset')")
     g.add_argument("--bf16", action="store_true",
                    help="bfloat16 classifier forward/backward inside MACO (fp32 otherwise)")
-    g.add_argument("--batch-size", type=int, default=8)
+    if auto_batch:
+        g.add_argument("--batch-size", type=batch_size_arg, default=8,
+                       help="images per batch, or auto: the largest batch whose compiled "
+                            "programs fit 80%% of each device's memory (texter plan's "
+                            "memory figures on this machine; default 8)")
+    else:
+        g.add_argument("--batch-size", type=int, default=8)
 
 
 def add_bank_args(g) -> None:

@@ -121,3 +121,20 @@ def test_explain_cli_fast_preset_needs_whole_windows(setup):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "multiple of stop_window" in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr and not (root / "fast").exists()
+
+
+def test_explain_cli_batch_size_auto(setup):
+    """--batch-size auto: the largest batch the compiled programs fit (at most the 5
+    images' worth) is chosen before the first batch and said on stderr."""
+    root, clf, clip, al, sae, imgs = setup
+    out = root / "out_auto"
+    args = [a for a in SMALL if a not in ("--batch-size", "4")]
+    proc = _explain(str(imgs), "--classifier", str(clf), "--clip", str(clip), "--aligner",
+                    str(al), "--sae", str(sae), "--out", str(out), *args,
+                    "--batch-size", "auto")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "texter explain: batch size 5 (5 per device)" in proc.stderr
+    assert all((out / n / "results.json").is_file() for n in "abcd")
+    bad = _explain(str(imgs), "--classifier", str(clf), "--clip", str(clip), "--aligner",
+                   str(al), "--out", str(out), "--batch-size", "lots")
+    assert bad.returncode == 2 and "give a positive number or auto" in bad.stderr

@@ -115,3 +115,21 @@ def test_a_session_from_memory_needs_a_tokenizer_only_to_encode_texts(parts):
                                 s.aligner, names={"clip": str(parts["clip"])})
     np.testing.assert_allclose(named.text_embeddings(["a red disc"]),
                                s.text_embeddings(["a red disc"]), rtol=1e-6)
+
+
+def test_session_explains_in_batches(parts):
+    s = session_lib.load(parts["classifier"], parts["clip"], parts["aligner"], parts["sae"])
+    x = np.random.default_rng(2).uniform(size=(3, 32, 32, 3)).astype(np.float32)
+    cfg = ExplainConfig(k_neu=2, ig_steps=4, map_crops=2,
+                        maco=MacoConfig(canvas=32, steps=2, n_crops=2, crop_size=32))
+    keys = image_keys(0, range(3))
+    whole = s.explain(x, keys, cfg)
+    split = s.explain(x, keys, cfg, batch_size=2)
+    np.testing.assert_array_equal(split.unit_ids[:, :2], whole.unit_ids[:, :2])
+    np.testing.assert_allclose(split.crop_embeddings, whole.crop_embeddings, atol=1e-4)
+    # "auto": the largest batch whose compiled programs fit the devices (here all 3)
+    assert s.batch_for(cfg, images=3).batch == 3
+    auto = s.explain(x, keys, cfg, batch_size="auto")
+    np.testing.assert_allclose(auto.crop_embeddings, whole.crop_embeddings, atol=1e-4)
+    with pytest.raises(session_lib.SessionError, match="batch_size"):
+        s.explain(x, keys, cfg, batch_size=0)

@@ -24,7 +24,8 @@ from texter_jax.explain import (ExplainConfig, Explanation, explain_batch,
                                 text_to_concept_embed_batch)
 from texter_jax.io.checkpoints import load_model
 from texter_jax.io.class_names import ClassNamesError, read_class_index
-from texter_jax.sae import Sae
+from texter_jax.plan import BatchChoice, ExplainSpec, auto_batch
+from texter_jax.sae import Sae, SaeConfig
 from texter_jax.text.encoder import text_encoder
 from texter_jax.text_cache import TextEmbeddingCache, checkpoint_identity
 from texter_jax.types import ClassifierLike, ImageTextModel, Variables
@@ -143,18 +144,46 @@ class Session:
     def explain(self, images, keys, config: ExplainConfig, *, text_emb=None, magnitude=None,
                 variables: Variables | None = None, class_idx=None, units: str = "ig",
                 reader_variables: Variables | None = None,
-                progress: Callable[[int], None] | None = None) -> Explanation:
+                progress: Callable[[int], None] | None = None,
+                batch_size: int | str | None = None) -> Explanation:
         """:func:`texter_jax.explain.explain_batch` with this session's parts (the SAE
         when ``config.use_sae``). ``variables`` replaces the classifier's weights (e.g. a
-        randomised model); the other arguments are ``explain_batch``'s."""
+        randomised model); ``batch_size`` (an int, or ``"auto"``: :meth:`batch_for`)
+        explains the images in batches of that many (None: all at once); the other
+        arguments are ``explain_batch``'s."""
         if config.use_sae and self.sae is None:
             raise SessionError("TEXTER with the SAE needs one: load the session with an SAE "
                                "(or use use_sae=False)")
-        return explain_batch(self.classifier, self.variables if variables is None else variables,
-                             self.aligner, text_emb, images, keys, config,
-                             sae=self.sae if config.use_sae else None, magnitude=magnitude,
-                             class_idx=class_idx, units=units,
-                             reader_variables=reader_variables, progress=progress)
+        n = len(images)
+        if batch_size == "auto":
+            batch_size = self.batch_for(config, images=n).batch
+        step = n if batch_size is None else int(batch_size)
+        if step < 1:
+            raise SessionError(f"batch_size must be >= 1 or 'auto', got {batch_size!r}")
+        parts = []
+        for s in range(0, n, step):
+            rows = slice(s, s + step)
+            parts.append(explain_batch(
+                self.classifier, self.variables if variables is None else variables,
+                self.aligner, text_emb, images[rows], keys[rows], config,
+                sae=self.sae if config.use_sae else None, magnitude=magnitude,
+                class_idx=None if class_idx is None else class_idx[rows], units=units,
+                reader_variables=reader_variables, progress=progress))
+        return parts[0] if len(parts) == 1 else Explanation(*(
+            None if f[0] is None else _concat_ragged(f) for f in zip(*parts)))
+
+    def batch_for(self, config: ExplainConfig, *, images: int | None = None,
+                  margin: float = 0.8) -> "BatchChoice":
+        """The largest batch whose compiled programs fit ``margin`` of the local devices'
+        memory (:func:`texter_jax.plan.auto_batch`); raises
+        :class:`~texter_jax.plan.BatchTooLarge` when one image per device does not."""
+        sae = None
+        if config.use_sae and self.sae is not None:
+            d, n = self.sae.params["encoder"]["kernel"].shape
+            sae = SaeConfig(input_dim=int(d), nb_concepts=int(n), top_k=self.sae.top_k)
+        spec = ExplainSpec(self.classifier, self.variables, config, sae,
+                           int(self.aligner.w.shape[0]))
+        return auto_batch(spec, images=images, margin=margin)
 
     def text_to_concept(self, images, variables: Variables | None = None):
         """The Text-to-Concept baseline's image side: ``(label [B], prob [B],
@@ -199,3 +228,14 @@ def load(classifier: str | os.PathLike, clip: str | os.PathLike,
             Path(text_cache), checkpoint_identity(clip)),
         banks=banks, names=names)
 
+
+
+def _concat_ragged(arrays) -> np.ndarray:
+    """Concatenates per-batch arrays along the batch; a trailing axis that differs between
+    batches (``unit_ids``: a batch's widest unit set) is padded with -1 / 0."""
+    width = max(a.shape[1] for a in arrays) if arrays[0].ndim > 1 else None
+    if width is None or all(a.shape[1] == width for a in arrays):
+        return np.concatenate(arrays)
+    fill = -1 if np.issubdtype(arrays[0].dtype, np.integer) else 0
+    return np.concatenate([np.pad(a, ((0, 0), (0, width - a.shape[1])), constant_values=fill)
+                           for a in arrays])
