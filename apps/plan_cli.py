@@ -52,6 +52,9 @@ def register(subparsers) -> None:
                    help="fraction of device memory a batch may use (default 0.9)")
     p.add_argument("--dtype", default="float32",
                    help="comma list of float32, bfloat16 (MACO's classifier pass)")
+    p.add_argument("--also-chip", default="",
+                   help="comma list of chips (h100, h200, v4 ...) to estimate with the same "
+                        "cost figures and those chips' peaks (memory is not compiled for them)")
     p.add_argument("--json", default=None, help="also write every figure to this file")
     p.set_defaults(func=run)
 

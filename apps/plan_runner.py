@@ -86,6 +86,12 @@ def run_plan(args) -> int:
     bad = [d for d in dtypes if d not in ("float32", "bfloat16")]
     if bad or not dtypes:
         raise PlanError(f"--dtype {args.dtype!r}: use float32, bfloat16 or both")
+    from texter_jax.plan import CHIPS
+
+    also = [c.strip() for c in args.also_chip.split(",") if c.strip()]
+    unknown = [c for c in also if c not in CHIPS]
+    if unknown:
+        raise PlanError(f"--also-chip {','.join(unknown)}: known chips are {', '.join(CHIPS)}")
     if any(b < 1 for b in args.batch):
         raise PlanError("--batch sizes must be >= 1")
     if not 0 < args.margin <= 1:
@@ -132,8 +138,15 @@ def run_plan(args) -> int:
                                 "fits": False, "error": str(e)})
                     continue
                 print(_row(plan, note), flush=True)
+                other = {}
+                for name in also:
+                    sec = plan.seconds_on(CHIPS[name])
+                    other[name] = 60.0 * plan.batch / sec
+                    print(f"{'':>10} {'':>8} {'':>5}  {name}: {sec / plan.batch:.3f} s/image, "
+                          f"{other[name]:.1f} images/min/device with these cost figures and "
+                          f"{name}'s peaks (memory not compiled for it)", flush=True)
                 out.append({**plan.to_dict(), "largest_that_fits": note == "*",
-                            "margin": args.margin})
+                            "margin": args.margin, "other_chips_images_per_minute": other})
     if args.max_batch:
         print(f"* the largest batch per device within {args.margin:.0%} of its memory")
     if args.json:

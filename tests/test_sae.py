@@ -60,3 +60,35 @@ def test_bad_shapes_raise():
         sae_encode(p, jnp.ones((2, 5)), 2)
     with pytest.raises(ValueError):
         sae_decode(p, jnp.ones((2, 7)))
+
+
+def test_sae_and_aligner_are_pytrees():
+    """Both pass whole through jit (their arrays traced, k / metadata static) and are
+    placed with a sharding like any array tree."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from texter_jax.aligner import Aligner, align
+    from texter_jax.batching import local_placement
+    from texter_jax.sae import Sae, SaeConfig, init_sae, sae_encode
+
+    cfg = SaeConfig(input_dim=8, nb_concepts=32, top_k=4)
+    sae = Sae(init_sae(jax.random.key(0), cfg), cfg.top_k)
+    al = Aligner(jnp.ones((3, 8)), jnp.zeros(3), metrics={"r2": 0.5}, method="sgd")
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(5, 8)), jnp.float32)
+
+    @jax.jit
+    def both(sae, al, x):
+        return sae_encode(sae.params, x, sae.top_k)[1], align(al.w, al.b, x)
+
+    codes, h = both(sae, al, x)
+    assert int(np.max(np.sum(np.asarray(codes) != 0, axis=1))) <= 4
+    np.testing.assert_allclose(h, np.asarray(x).sum(1, keepdims=True) * np.ones((1, 3)),
+                               rtol=1e-5)
+    rep = local_placement().replicated
+    placed_sae, placed_al = jax.device_put((sae, al), rep)
+    assert isinstance(placed_sae, Sae) and placed_sae.top_k == 4
+    assert placed_al.metrics == {"r2": 0.5} and placed_al.method == "sgd"
+    assert placed_al.w.sharding == rep
+    assert jax.tree.leaves(sae) == jax.tree.leaves(sae.params)

@@ -22,6 +22,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 
 from texter_jax.io.atomic import atomic_directory, write_json_atomic
@@ -57,6 +58,14 @@ class Aligner:
     @property
     def embed_dim(self) -> int:
         return int(self.w.shape[0])
+
+
+# A pytree: w and b are leaves (through jit, vmap, device_put and shardings as values);
+# method and metrics ride along as static data (metrics as sorted JSON, so it hashes).
+jax.tree_util.register_pytree_node(
+    Aligner,
+    lambda a: ((a.w, a.b), (a.method, json.dumps(a.metrics, sort_keys=True, default=str))),
+    lambda aux, children: Aligner(*children, metrics=json.loads(aux[1]), method=aux[0]))
 
 
 def align(w: Array, b: Array, z: Array) -> Array:

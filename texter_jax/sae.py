@@ -194,9 +194,13 @@ def project_dictionary(params: SaeParams) -> SaeParams:
     return {**params, "dictionary": {**params["dictionary"], "weights": w}}
 
 
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["params"],
+                   meta_fields=["top_k"])
 @dataclasses.dataclass(frozen=True)
 class Sae:
-    """A TopK SAE ready to encode: its params (:data:`SaeParams`) and its k."""
+    """A TopK SAE ready to encode: its params (:data:`SaeParams`) and its k. A pytree
+    (params are its leaves, k is static), so it passes through ``jit``, ``vmap`` and
+    ``device_put`` whole."""
 
     params: Any
     top_k: int

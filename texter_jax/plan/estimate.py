@@ -67,6 +67,15 @@ class ExplainPlan:
     memory_bytes: float | None
     seconds: float | None
 
+    def seconds_on(self, chip) -> float:
+        """Roofline time of one batch with another chip's peaks and these cost figures (an
+        estimate for a chip this machine cannot compile for, e.g. a GPU from a TPU
+        compile's flops and bytes)."""
+        peak, bw = chip.flops_for(self.dtype), chip.hbm_bytes_per_s
+        total = sum(c.seconds(peak, bw) for k, c in self.costs.items() if k != "maco")
+        return total + self.maco_rest.seconds(peak, bw) + self.steps * self.maco_step.seconds(
+            peak, bw)
+
     @property
     def peak_bytes(self) -> int:
         """The largest program's bytes per device (the programs run one after another)."""
@@ -171,16 +180,11 @@ def plan_explain(spec: ExplainSpec, target: Target, batch: int,
                            "model did not count the written-out steps")
     steps = spec.config.maco.steps
     costs["maco"] = rest + step.scaled(steps)
-    seconds = None
     chip = target.chip
-    if chip is not None:
-        peak = chip.flops_for(spec.config.compute_dtype or "float32")
-        bw = chip.hbm_bytes_per_s
-        seconds = sum(c.seconds(peak, bw) for k, c in costs.items() if k != "maco")
-        seconds += rest.seconds(peak, bw) + steps * step.seconds(peak, bw)
-    return ExplainPlan(target.name, chip.name if chip else None, target.n_devices,
+    plan = ExplainPlan(target.name, chip.name if chip else None, target.n_devices,
                        target.hosts, batch, spec.config.compute_dtype or "float32", steps,
-                       memory, costs, step, rest, target.memory_bytes, seconds)
+                       memory, costs, step, rest, target.memory_bytes, None)
+    return plan if chip is None else dataclasses.replace(plan, seconds=plan.seconds_on(chip))
 
 
 def _peak(found: dict[str, CompiledFacts]) -> int:
