@@ -42,10 +42,14 @@ def _recording(name, factory):
 
 
 MACO_PROGRAM = render.maco_batch_program
-ex.stage1_program = _recording("stage1", ex.stage1_program)
-ex.stage3_program = _recording("stage3", ex.stage3_program)
-ex.retrieve_program = _recording("retrieve", ex.retrieve_program)
-render.maco_batch_program = _recording("maco", render.maco_batch_program)
+
+
+def install_recorders() -> None:
+    """Every program explain_batch builds from here on remembers its calls."""
+    ex.stage1_program = _recording("stage1", ex.stage1_program)
+    ex.stage3_program = _recording("stage3", ex.stage3_program)
+    ex.retrieve_program = _recording("retrieve", ex.retrieve_program)
+    render.maco_batch_program = _recording("maco", render.maco_batch_program)
 
 
 def collectives(hlo: str) -> dict[str, int]:
@@ -152,6 +156,7 @@ def sae_steps(placement=None, steps: int = 5) -> dict:
 
 
 def main(path: str) -> None:
+    install_recorders()
     n = jax.device_count()
     clf, v, sae, al, text, images = eight_images()
     keys = ex.image_keys(3, range(8))

@@ -192,6 +192,7 @@ def _make_epoch_fn(tx: optax.GradientTransformation, placement: Placement):
         idx, mask = placement.put_batch((idx.T, mask.T))
         return parallel(params, opt_state, x, y, idx, mask)
 
+    run_epoch.program = parallel  # the jitted epoch (rows [batch, steps]), to inspect
     return run_epoch
 
 

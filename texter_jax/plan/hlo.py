@@ -3,7 +3,7 @@
 An op inside a loop runs once per iteration. XLA's text names each computation, and a
 ``while`` names its condition and body; a loop from ``lax.scan`` / ``fori_loop`` counts
 from 0 and its condition compares the counter with a constant (``direction=LT``), which
-gives its trip count. :func:`executions` multiplies through nested loops, so "host
+gives its trip count (XLA:CPU also writes it out as ``known_trip_count``). :func:`executions` multiplies through nested loops, so "host
 transfers per run" and "collectives per run" are read from the program itself.
 """
 
@@ -18,6 +18,8 @@ _CALLS = re.compile(r"\b(?:calls|to_apply|true_computation|false_computation)=%?
 _BRANCHES = re.compile(r"branch_computations=\{([^}]*)\}")
 _CONST = re.compile(r"%?([\w.\-]+)\s*=\s*s32\[\][^=]*?constant\((-?\d+)\)")
 _LT = re.compile(r"ROOT .*compare\(%?([\w.\-]+),\s*%?([\w.\-]+)\),\s*direction=LT")
+_FUSED = re.compile(r"ROOT .*fusion\(%?([\w.\-]+),\s*%?([\w.\-]+)\).*calls=%?([\w.\-]+)")
+_KNOWN = re.compile(r'"known_trip_count":\{"n":"(\d+)"\}')
 # A host round trip: a host send/recv (TPU, GPU) or a host-callback custom call (CPU).
 HOST_TRANSFER = r"\b(?:send|recv)\(.*is_host_transfer=true|custom_call_target=\"[^\"]*callback"
 COLLECTIVE = r"\b(?:all-gather|all-reduce|collective-permute|all-to-all|reduce-scatter)(?:-start)?\("
@@ -42,14 +44,19 @@ def computations(hlo: str) -> tuple[dict[str, list[str]], str | None]:
     return comps, entry
 
 
-def trip_count(condition: list[str]) -> int | None:
-    """A counted loop's trip count from its condition (``counter < constant``)."""
+def trip_count(condition: list[str], comps: dict[str, list[str]] | None = None) -> int | None:
+    """A counted loop's trip count from its condition: ``counter < constant``, directly
+    or through a fusion that wraps the compare (XLA:CPU does)."""
     consts = {m.group(1): int(m.group(2)) for line in condition for m in [_CONST.search(line)]
               if m}
     for line in condition:
         m = _LT.search(line)
         if m and m.group(2) in consts:
             return consts[m.group(2)]
+        f = _FUSED.search(line)
+        if f and f.group(2) in consts and comps is not None:
+            if any(_LT.search(x) for x in comps.get(f.group(3), [])):
+                return consts[f.group(2)]
     return None
 
 
@@ -68,7 +75,9 @@ def multiplicities(hlo: str) -> dict[str, int]:
         for line in comps[name]:
             w = _WHILE.search(line)
             if w:
-                trips = trip_count(comps.get(w.group(1), [])) or 1
+                known = _KNOWN.search(line)
+                trips = (int(known.group(1)) if known else
+                         trip_count(comps.get(w.group(1), []), comps)) or 1
                 visit(w.group(1), times * (trips + 1), depth + 1)
                 visit(w.group(2), times * trips, depth + 1)
                 continue
