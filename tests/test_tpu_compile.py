@@ -162,3 +162,20 @@ def test_sae_training_step_compiles_data_parallel(any_target):
     assert f.collectives["all-reduce"] >= 1
     assert not any(v for k, v in f.collectives.items() if k != "all-reduce")
     assert f.host_transfers == 0
+
+
+def test_maco_image_uses_dense_dft_on_tpu_and_the_fft_on_cpu(target):
+    import jax.numpy as jnp
+
+    from texter_jax.batching import placement_over
+    from texter_jax.emphasis.param import phase_to_image, spectrum_shape
+
+    def hlo(sharding):
+        x = jax.ShapeDtypeStruct(spectrum_shape(128), jnp.float32, sharding=sharding)
+        return jax.jit(jax.grad(lambda p, m: phase_to_image(p, m).sum())).lower(
+            x, x).compile().as_text()
+
+    tpu = hlo(placement_over(target.devices[:1]).replicated)
+    cpu = hlo(placement_over(jax.devices()[:1]).replicated)
+    assert " fft(" not in tpu and ("convolution(" in tpu or "dot(" in tpu)
+    assert " fft(" in cpu
