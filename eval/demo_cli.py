@@ -43,6 +43,9 @@ def register(subparsers) -> None:
                    help="value canvases per value in the reader controls")
     p.add_argument("--batch-size", type=int, default=from_defaults["batch_size"])
     p.add_argument("--seed", type=int, default=from_defaults["seed"])
+    p.add_argument("--bf16", action="store_true",
+                   help="also run TEXTER with MACO's classifier pass in bfloat16 on the same "
+                        "images (texter-bf16), reported next to float32")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     p.add_argument("--tiny", action="store_true",
                    help="seconds-scale settings (CI smoke run); other flags are ignored")
@@ -65,7 +68,8 @@ def run(args) -> int:
 
     try:
         if args.tiny:
-            cfg = DemoConfig(out=args.out, seed=args.seed, progress=not args.no_progress).tiny()
+            cfg = DemoConfig(out=args.out, seed=args.seed, bf16=args.bf16,
+                             progress=not args.no_progress).tiny()
         else:
             cfg = DemoConfig(
                 out=args.out, image_size=args.image_size, clip_steps=args.clip_steps,
@@ -74,7 +78,7 @@ def run(args) -> int:
                 canvas=args.canvas, preset=args.preset, ig_steps=args.ig_steps,
                 k_neu=args.k_neu, spectrum=args.spectrum,
                 control_canvases=args.control_canvases, batch_size=args.batch_size,
-                seed=args.seed, progress=not args.no_progress)
+                seed=args.seed, bf16=args.bf16, progress=not args.no_progress)
     except ValueError as e:
         print(f"texter demo: error: {e}", file=sys.stderr)
         return 2

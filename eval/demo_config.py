@@ -10,7 +10,9 @@ from texter_jax.config import ExplainConfig, MacoConfig
 # Method name -> (ExplainConfig overrides, uses the SAE). text2concept has no stage 2.
 METHODS = ("texter", "texter-nosae", "text2concept", "texter-logit")
 MACO_METHODS = {"texter": {"use_sae": True}, "texter-nosae": {"use_sae": False},
-                "texter-logit": {"use_sae": False, "objective": "class_logit"}}
+                "texter-logit": {"use_sae": False, "objective": "class_logit"},
+                # TEXTER with MACO's classifier pass in bfloat16 (``--bf16``)
+                "texter-bf16": {"use_sae": True, "compute_dtype": "bfloat16"}}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -36,6 +38,8 @@ class DemoConfig:
       batch_size: images per explain_batch call.
       seed: root seed.
       figure_examples: examples per classifier in the figure grid.
+      bf16: also run TEXTER with MACO's classifier pass in bfloat16 (``texter-bf16``)
+        on the same images, reported next to float32.
       progress: show progress bars on stderr.
     """
 
@@ -60,6 +64,7 @@ class DemoConfig:
     batch_size: int = 32
     seed: int = 0
     figure_examples: int = 3
+    bf16: bool = False
     progress: bool = True
 
     def __post_init__(self):
@@ -68,6 +73,10 @@ class DemoConfig:
         # fails now, not after training, if the preset cannot take these MACO steps
         ExplainConfig.preset(self.preset, maco=MacoConfig(canvas=self.canvas,
                                                           steps=self.maco_steps))
+
+    def methods(self) -> tuple[str, ...]:
+        """The methods this run explains with."""
+        return METHODS + (("texter-bf16",) if self.bf16 else ())
 
     def tiny(self) -> "DemoConfig":
         """A seconds-scale variant for CI: every stage runs on real data, small sizes."""

@@ -133,7 +133,8 @@ class WorldDemo:
                                        seed=c.seed)
             self.timings[f"reader controls {name}"] = time.perf_counter() - t
             expl = explain_world(c, self.cache, name, session, text_emb, ex_images, stack_key,
-                                 magnitude, spectrum_id, bar=self._bar, timings=self.timings)
+                                 magnitude, spectrum_id, methods=c.methods(), bar=self._bar,
+                                 timings=self.timings)
             rows = {}
             for method, rec in expl.items():
                 order = np.argsort(-rec["scores"], axis=1, kind="stable")

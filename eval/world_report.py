@@ -91,6 +91,22 @@ def _diagnostics_section(results: dict) -> list[str]:
     return lines + [""]
 
 
+def _bf16_section(results: dict) -> list[str]:
+    """TEXTER with MACO's classifier pass in bfloat16 next to float32 (``--bf16``)."""
+    if not any("texter-bf16" in r["methods"] for r in results.values()):
+        return []
+    lines = ["## bfloat16 against float32 (same images, same keys)", "",
+             "`texter-bf16`: MACO's classifier forward and backward in bfloat16 (weights and "
+             "crops cast inside; stage 1, the SAE and stage 3 stay float32).", "",
+             "| classifier | float32 hit@1 | bfloat16 hit@1 | float32 hit@3 | bfloat16 hit@3 |",
+             "|---|---|---|---|---|"]
+    for name, r in results.items():
+        f32, b16 = r["methods"]["texter"]["hits"], r["methods"]["texter-bf16"]["hits"]
+        lines.append(f"| {name} | {_ci(f32['hit@1'])} | {_ci(b16['hit@1'])} | "
+                     f"{_ci(f32['hit@3'])} | {_ci(b16['hit@3'])} |")
+    return lines + [""]
+
+
 def _models_section(results: dict, clip_metrics: dict) -> list[str]:
     zs, zv = clip_metrics.get("zero_shot", {}), clip_metrics.get("zero_shot_views", {})
     lines = ["## The world's CLIP: zero-shot accuracy per attribute (held out)", "",
@@ -130,7 +146,8 @@ def write_report(out: Path, cfg, results: dict, clip_metrics: dict, timings: dic
              "that attribute's value in the image (e.g. \"grass background\"). 95% CIs are "
              "percentile bootstrap over images.", ""]
     lines += _controls_section(results) + _hits_section(results)
-    lines += _diagnostics_section(results) + _models_section(results, clip_metrics)
+    lines += _diagnostics_section(results) + _bf16_section(results)
+    lines += _models_section(results, clip_metrics)
     fig = _figure(out, cfg, results, ex_images)
     lines += ["## Examples", "", f"![examples]({fig.name})", "", "## Settings and timings", "",
               "```", json.dumps(dataclasses.asdict(cfg), indent=1), "```", "",

@@ -104,3 +104,33 @@ def test_demo_page(demo, tmp_path):
     assert "Uncaught" not in log
     shown = [c for c in _cards(dom) if not c["hidden"]]
     assert len(shown) == hits and all(c["hit"] == "1" for c in shown)
+
+
+def test_bf16_rows_next_to_float32(demo, tmp_path):
+    """--bf16 adds TEXTER with a bfloat16 MACO pass on the same images (the trained
+    models come from the cache), reported beside float32: same predictions and units
+    (stage 1 stays float32), other concept images."""
+    import dataclasses
+
+    cfg, out, _ = demo
+    again = tmp_path / "demo_bf16"
+    shutil.copytree(out, again)
+    report = WorldDemo(dataclasses.replace(cfg, out=str(again), bf16=True),
+                       log=lambda s: None).run()
+    assert "## bfloat16 against float32" in report.read_text()
+    res = json.loads((again / "results.json").read_text())
+    before = json.loads((out / "results.json").read_text())
+    for name, per_method in res["hits"].items():
+        assert set(per_method) == set(METHODS) | {"texter-bf16"}
+        assert per_method["texter-bf16"]["hit@1"]["n"] == cfg.explain_images
+        assert per_method["texter"] == before["hits"][name]["texter"]  # same f32 rows
+    cache = again / "cache" / "explanations"
+    for path in cache.glob("*_texter-bf16_*.npz"):
+        name = path.name.split("_texter-bf16_")[0]
+        (f32_path,) = cache.glob(f"{name}_texter_*.npz")
+        b16, f32 = dict(np.load(path)), dict(np.load(f32_path))
+        np.testing.assert_array_equal(b16["label"], f32["label"])
+        np.testing.assert_array_equal(b16["unit_ids"], f32["unit_ids"])
+        assert np.all(np.isfinite(b16["scores"]))
+        assert not np.array_equal(b16["concept_image"], f32["concept_image"])
+    assert len(list(cache.glob("*_texter-bf16_*.npz"))) == 4
