@@ -15,3 +15,22 @@ quiet_libtpu()  # and let test processes load it side by side
 import jax  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
+
+
+import gc  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _free_compiled_programs():
+    """Drops JAX's compiled programs after each test module.
+
+    Every XLA:CPU executable keeps about six memory mappings while it is cached; the
+    whole suite compiles thousands of programs in one process, and past the kernel's
+    ``vm.max_map_count`` (65530 here) the next compile crashes the process (SIGSEGV or
+    SIGABRT inside ``backend_compile``). A module's programs are not reused by the next.
+    """
+    yield
+    jax.clear_caches()
+    gc.collect()
