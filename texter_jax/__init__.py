@@ -16,6 +16,8 @@ JAX; ``import texter_jax.explain`` and the like work as usual.
 
 import importlib
 
+__version__ = "0.1.0"  # the package version (pyproject.toml reads it from here)
+
 # module -> the public names it defines.
 _EXPORTS = {
     "aligner": ("Aligner", "align"),
