@@ -133,25 +133,32 @@ def eight_images():
     return clf, jax.tree.map(np.asarray, v), sae, al, text, images
 
 
-def sae_steps(placement=None, steps: int = 5) -> dict:
-    """A few TopK SAE training steps (data parallel over ``placement``'s devices)."""
+def sae_steps(placement=None, steps: int = 5, auxk: bool = False) -> dict:
+    """A few TopK SAE training steps (data parallel over ``placement``'s devices); with
+    ``auxk`` the AuxK loss on latents silent for one batch."""
     from texter_jax.sae import SaeConfig, init_sae
-    from train.sae_train import SaeTrainConfig, _zero_acc, make_optimizer, make_train_step
+    from train.sae_train import (AuxK, SaeTrainConfig, _zero_acc, aux_state,
+                                 make_optimizer, make_train_step)
 
     cfg = SaeConfig(input_dim=16, nb_concepts=64, top_k=8)
     tx = make_optimizer(SaeTrainConfig(lr=1e-2))
     params = init_sae(jax.random.key(1), cfg)
     state = {"params": params, "opt_state": tx.init(params), "acc": _zero_acc(64),
              "rng": jax.random.key_data(jax.random.key(0))}
-    step = make_train_step(tx, cfg.top_k, placement)
+    aux = AuxK(k_aux=8, dead_after=32) if auxk else None
+    if aux:
+        state.update(aux_state(64))
+    step = make_train_step(tx, cfg.top_k, placement, aux)
     rng = np.random.default_rng(0)
     losses = []
     for _ in range(steps):
         state, loss = step(state, rng.normal(size=(32, 16)).astype(np.float32))
         losses.append(float(loss))
     acc = jax.device_get(state["acc"])
+    extra = ({"aux": float(state["aux"]), "since": np.asarray(state["since"]).tolist()}
+             if aux else {})
     return {"losses": losses, "r2": float(acc.r2), "l0": float(acc.l0),
-            "alive": int(np.sum(acc.alive)),
+            "alive": int(np.sum(acc.alive)), **extra,
             "dictionary": np.asarray(state["params"]["dictionary"]["weights"]).tolist()}
 
 
@@ -184,6 +191,7 @@ def main(path: str) -> None:
                        for d, b in ((1, 2), (n, 2 * n))}
     found["aligner"] = aligner_fit()
     found["sae"] = sae_steps(placement_over(jax.devices()))
+    found["sae_auxk"] = sae_steps(placement_over(jax.devices()), auxk=True)
     found["features"] = feature_forward(clf, v, images)
     Path(path).write_text(json.dumps(found))
 

@@ -198,6 +198,9 @@ CASES = [
         "train-sae", "--features", p["feats"], "--out", p["foreign"], "--batch-size", "2",
         "--no-progress"],
          "foreign", out=None, kept="foreign"),
+    Case("train-sae", "AuxK over more latents than the SAE has", lambda p: [
+        "train-sae", "--features", p["feats"], "--out", "{out}", "--batch-size", "2",
+        "--aux-k", "100000", "--no-progress"], "aux_k 100000"),
     Case("convert", "output under a file", lambda p: [
         "convert", f"{p['root']}/resnet18.pth", p["under_file"]], "a_file"),
     # spectrum / demo

@@ -143,12 +143,17 @@ def test_two_processes_each_split_their_share_over_their_devices(tmp_path):
     assert sorted(np.concatenate([np.load(o)["mine"] for o in outs]).tolist()) == list(range(8))
 
 
-def test_sae_training_step_is_data_parallel_and_equals_one_device(found):
+@pytest.mark.parametrize("auxk", [False, True])
+def test_sae_training_step_is_data_parallel_and_equals_one_device(found, auxk):
     import numpy as np
 
     from tests.multi_device_probe import sae_steps
 
-    one, got = sae_steps(), found["sae"]
+    one, got = sae_steps(auxk=auxk), found["sae_auxk" if auxk else "sae"]
+    if auxk:
+        assert one["aux"] > 0  # latents died and the AuxK loss ran
+        np.testing.assert_allclose(got["aux"], one["aux"], rtol=1e-5)
+        assert got["since"] == one["since"]
     np.testing.assert_allclose(got["losses"], one["losses"], rtol=1e-5)
     np.testing.assert_allclose([got["r2"], got["l0"]], [one["r2"], one["l0"]], rtol=1e-5)
     assert got["alive"] == one["alive"]

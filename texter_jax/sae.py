@@ -194,6 +194,15 @@ def project_dictionary(params: SaeParams) -> SaeParams:
     return {**params, "dictionary": {**params["dictionary"], "weights": w}}
 
 
+def tie_decoder_to_encoder(params: SaeParams) -> SaeParams:
+    """The dictionary set to the encoder's transpose with unit rows (D_i = A[:, i] /
+    ||A[:, i]||): an initialisation that starts every latent's decoder direction on its
+    encoder direction (Gao et al. 2024 found it keeps latents alive)."""
+    w = params["encoder"]["kernel"].T
+    w = w / (jnp.linalg.norm(w, axis=-1, keepdims=True) + DICT_NORM_EPS)
+    return {**params, "dictionary": {**params["dictionary"], "weights": w}}
+
+
 @functools.partial(jax.tree_util.register_dataclass, data_fields=["params"],
                    meta_fields=["top_k"])
 @dataclasses.dataclass(frozen=True)

@@ -102,6 +102,17 @@ def register(subparsers) -> None:
                    help="steps between checkpoints (and one at every epoch end)")
     p.add_argument("--export-release", metavar="PATH.pth", default=None,
                    help="also write the release's sae_model.pth (needs torch)")
+    # None: SaeTrainConfig's default (AuxK off: the release's training)
+    p.add_argument("--aux-k", type=int, default=None, metavar="K",
+                   help="AuxK loss (Gao et al. 2024): the K most active dead latents "
+                        "reconstruct the residual (e.g. d / 2; default off)")
+    p.add_argument("--aux-coef", type=float, default=None,
+                   help="weight of the AuxK loss (default 1/32)")
+    p.add_argument("--dead-after", type=int, default=None, metavar="ROWS",
+                   help="rows without firing after which a latent is dead for AuxK "
+                        "(default: one epoch's rows)")
+    p.add_argument("--tied-init", action="store_true",
+                   help="start the dictionary as the encoder's transpose")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run_train_sae)
 
@@ -262,9 +273,15 @@ def run_train_sae(args) -> int:
     sae_cfg = SaeConfig.release_default(d, expansion=args.expansion)
     if args.top_k is not None:
         sae_cfg = SaeConfig(input_dim=d, nb_concepts=sae_cfg.nb_concepts, top_k=args.top_k)
-    train_cfg = SaeTrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                               clip_norm=args.clip_norm, seed=args.seed,
-                               checkpoint_every=args.checkpoint_every)
+    optional = {name: getattr(args, name) for name in ("aux_k", "aux_coef", "dead_after")
+                if getattr(args, name) is not None}
+    try:
+        train_cfg = SaeTrainConfig(epochs=args.epochs, batch_size=args.batch_size,
+                                   lr=args.lr, clip_norm=args.clip_norm, seed=args.seed,
+                                   checkpoint_every=args.checkpoint_every,
+                                   tied_init=args.tied_init, **optional)
+    except ValueError as e:
+        return _error("train-sae", e)
     print(f"SAE {d} -> {sae_cfg.nb_concepts} (top {sae_cfg.top_k}) on {len(shards)} rows")
     try:
         result = train_sae(shards, args.out, sae_config=sae_cfg, train_config=train_cfg,

@@ -36,27 +36,27 @@ import dataclasses
 import functools
 import os
 from pathlib import Path
-from typing import Any, Iterator, NamedTuple
+from typing import Any, Iterator
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import orbax.checkpoint as ocp
 from tqdm.auto import tqdm
 
 from texter_jax import sae as sae_io
-from texter_jax.batching import BATCH_AXIS, Placement, local_placement
+from texter_jax.batching import local_placement
 from texter_jax.sae import (SaeConfig, SaeParams, init_sae, project_dictionary, sae_apply,
-                            sae_encode)
+                            tie_decoder_to_encoder)
+from texter_jax.sae_auxk import AUX_COEF, dead_latents
 from texter_jax.types import PRNGKey
 from train.sae_checkpoints import (CKPT_DIR, FINAL_DIR, TRAIN_FORMAT, check_run_folder,
                                    host_copy, open_checkpoints, resume)
-
-R2_EPS = 1e-6  # overcomplete.metrics.Epsilon
-L0_THRESHOLD = 1e-6  # overcomplete.metrics.l0_eps
-TORCH_CLIP_EPS = 1e-6  # torch.nn.utils.clip_grad_norm_
-
+# The step lives in train.sae_step; its names stay importable from here.
+from train.sae_step import (L0_THRESHOLD, R2_EPS, TORCH_CLIP_EPS, AuxK,  # noqa: F401
+                            EpochAcc, _zero_acc, aux_state, batch_r2,
+                            clip_by_global_norm_torch, make_optimizer, make_train_step,
+                            release_loss)
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class SaeTrainConfig:
@@ -70,6 +70,13 @@ class SaeTrainConfig:
       seed: derives the init key and every epoch's permutation.
       checkpoint_every: save every this many steps (0: only at epoch ends).
       max_to_keep: checkpoints kept on disk.
+      aux_k: dead latents that reconstruct the residual in the AuxK loss (Gao et al.
+        2024); 0 (the release) turns AuxK off.
+      aux_coef: the AuxK loss's weight (the paper's 1/32).
+      dead_after: rows without firing after which a latent counts as dead for AuxK (0:
+        one epoch's rows).
+      tied_init: start the dictionary as the encoder's transpose (unit rows) instead of
+        the release's independent Xavier draw.
     """
 
     epochs: int = 10
@@ -79,6 +86,21 @@ class SaeTrainConfig:
     seed: int = 0
     checkpoint_every: int = 1000
     max_to_keep: int = 2
+    aux_k: int = 0
+    aux_coef: float = AUX_COEF
+    dead_after: int = 0
+    tied_init: bool = False
+
+    def __post_init__(self):
+        if self.aux_k < 0 or self.dead_after < 0:
+            raise ValueError(f"aux_k and dead_after must be >= 0, got {self.aux_k}, "
+                             f"{self.dead_after}")
+
+    def auxk(self, rows_per_epoch: int) -> AuxK | None:
+        """The step's AuxK settings, None when off."""
+        if not self.aux_k:
+            return None
+        return AuxK(self.aux_k, self.dead_after or rows_per_epoch, self.aux_coef)
 
     def identity(self) -> dict[str, Any]:
         """The fields a resumed run must share (epochs may grow, checkpoint cadence may
@@ -87,138 +109,13 @@ class SaeTrainConfig:
         d.pop("epochs")
         d.pop("checkpoint_every")
         d.pop("max_to_keep")
+        # runs without the AuxK/tied options keep the identity they had before them
+        for name, off in (("aux_k", 0), ("aux_coef", AUX_COEF), ("dead_after", 0),
+                          ("tied_init", False)):
+            if d[name] == off:
+                d.pop(name)
         return d
 
-
-class EpochAcc(NamedTuple):
-    """Running sums over the current epoch (kept on device, checkpointed)."""
-
-    loss: jax.Array   # float32 []
-    r2: jax.Array     # float32 []
-    l0: jax.Array     # float32 [], sum over steps of mean active codes per row
-    alive: jax.Array  # int8 [n], 1 where a latent fired this epoch
-    steps: jax.Array  # int32 []
-
-
-def _zero_acc(n: int) -> EpochAcc:
-    return EpochAcc(jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32),
-                    jnp.zeros((), jnp.float32), jnp.zeros((n,), jnp.int8),
-                    jnp.zeros((), jnp.int32))
-
-
-def clip_by_global_norm_torch(max_norm: float) -> optax.GradientTransformation:
-    """``torch.nn.utils.clip_grad_norm_``: scale by ``max / (norm + 1e-6)`` if below 1."""
-    def init_fn(params):
-        del params
-        return optax.EmptyState()
-
-    def update_fn(updates, state, params=None):
-        del params
-        norm = optax.tree.norm(updates)
-        scale = jnp.minimum(1.0, max_norm / (norm + TORCH_CLIP_EPS))
-        return jax.tree.map(lambda g: g * scale.astype(g.dtype), updates), state
-
-    return optax.GradientTransformation(init_fn, update_fn)
-
-
-def make_optimizer(cfg: SaeTrainConfig) -> optax.GradientTransformation:
-    """torch ``Adam(lr)`` after the release's gradient clipping."""
-    parts = [clip_by_global_norm_torch(cfg.clip_norm)] if cfg.clip_norm else []
-    return optax.chain(*parts, optax.adam(cfg.lr, b1=0.9, b2=0.999, eps=1e-8))
-
-
-def release_loss(params: SaeParams, x: jax.Array, top_k: int):
-    """MSE of the release's training forward (dictionary used as stored, see docstring).
-
-    Returns:
-      ``(loss, (codes [B, n], x_hat [B, d]))``.
-    """
-    _, codes = sae_encode(params, x, top_k)
-    dic = params["dictionary"]
-    x_hat = codes @ (dic["weights"] * jnp.exp(jax.lax.stop_gradient(dic["multiplier"])))
-    return jnp.mean(jnp.square(x - x_hat)), (codes, x_hat)
-
-
-def batch_r2(x: jax.Array, x_hat: jax.Array) -> jax.Array:
-    """overcomplete ``r2_score``: ``1 - mean((x - x_hat)^2) / (mean((x - mean(x))^2) + eps)``."""
-    return 1.0 - jnp.mean(jnp.square(x - x_hat)) / (jnp.mean(jnp.square(x - jnp.mean(x))) + R2_EPS)
-
-
-def _acc_update(acc: EpochAcc, loss, r2, l0, fired) -> EpochAcc:
-    return EpochAcc(loss=acc.loss + loss, r2=acc.r2 + r2, l0=acc.l0 + l0,
-                    alive=jnp.maximum(acc.alive, fired.astype(jnp.int8)),
-                    steps=acc.steps + 1)
-
-
-def make_train_step(tx: optax.GradientTransformation, top_k: int,
-                    placement: Placement | None = None):
-    """Builds the jitted step ``(state, x [B, d]) -> (state, loss)``; ``state`` is donated.
-
-    ``state`` = ``{"params", "opt_state", "acc": EpochAcc, "rng": uint32 key data}``.
-    With a ``placement`` of several devices the step is data parallel: ``x`` split along
-    the batch (B a multiple of the device count), the state whole on every device, each
-    device's gradient and metric sums added over the devices (``psum``), so the step is
-    one device's on the whole batch up to float rounding. Without one (or with one
-    device) it is the release's single-device step.
-    """
-    if placement is not None and placement.n_devices > 1:
-        return _data_parallel_step(tx, top_k, placement)
-
-    @functools.partial(jax.jit, donate_argnums=0)
-    def step(state, x):
-        params = project_dictionary(state["params"])
-        (loss, (codes, x_hat)), grads = jax.value_and_grad(
-            release_loss, has_aux=True)(params, x, top_k)
-        updates, opt_state = tx.update(grads, state["opt_state"], params)
-        params = optax.apply_updates(params, updates)
-        active = jnp.abs(codes) >= L0_THRESHOLD
-        acc = _acc_update(state["acc"], loss, batch_r2(x, x_hat),
-                          jnp.mean(jnp.sum(active, axis=1).astype(jnp.float32)),
-                          jnp.any(codes > 0, axis=0))
-        return {"params": params, "opt_state": opt_state, "acc": acc,
-                "rng": state["rng"]}, loss
-
-    return step
-
-
-def _data_parallel_step(tx, top_k: int, placement: Placement):
-    n_dev = placement.n_devices
-
-    def local(state, x):
-        rows = x.shape[0] * n_dev  # the whole batch's rows
-        size = rows * x.shape[1]
-        params = project_dictionary(state["params"])
-
-        def loss_fn(p):  # this device's share of the release's MSE over the whole batch
-            _, codes = sae_encode(p, x, top_k)
-            dic = p["dictionary"]
-            x_hat = codes @ (dic["weights"] * jnp.exp(jax.lax.stop_gradient(
-                dic["multiplier"])))
-            return jnp.sum(jnp.square(x - x_hat)) / size, (codes, x_hat)
-
-        (loss, (codes, x_hat)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-        loss, grads = jax.lax.psum((loss, grads), BATCH_AXIS)
-        updates, opt_state = tx.update(grads, state["opt_state"], params)
-        params = optax.apply_updates(params, updates)
-        # batch_r2 of the whole batch: 1 - MSE / (variance of all its entries + eps)
-        mean = jax.lax.psum(jnp.sum(x), BATCH_AXIS) / size
-        var = jax.lax.psum(jnp.sum(jnp.square(x - mean)), BATCH_AXIS) / size
-        r2 = 1.0 - loss / (var + R2_EPS)
-        active = jnp.abs(codes) >= L0_THRESHOLD
-        l0 = jax.lax.psum(jnp.sum(active).astype(jnp.float32), BATCH_AXIS) / rows
-        fired = jax.lax.pmax(jnp.any(codes > 0, axis=0).astype(jnp.int8), BATCH_AXIS)
-        acc = _acc_update(state["acc"], loss, r2, l0, fired)
-        return {"params": params, "opt_state": opt_state, "acc": acc,
-                "rng": state["rng"]}, loss
-
-    step = jax.jit(placement.data_parallel(local, (False, True), out_batched=False),
-                   donate_argnums=0)
-
-    def run(state, x):
-        return step(placement.put_replicated(state), placement.put_batch(x))
-
-    run.program = step  # the jitted step, to lower for other backends
-    return run
 
 
 @functools.partial(jax.jit, static_argnums=2)
@@ -308,6 +205,11 @@ def train_sae(shards, out: str | os.PathLike, *, sae_config: SaeConfig,
     steps_per_epoch = n // cfg.batch_size
     if steps_per_epoch < 1:
         raise ValueError(f"{n} rows is less than one batch of {cfg.batch_size}")
+    aux = cfg.auxk(steps_per_epoch * cfg.batch_size)
+    if aux is not None and aux.k_aux > sae_config.nb_concepts:
+        raise ValueError(f"aux_k {aux.k_aux} exceeds the SAE's {sae_config.nb_concepts} "
+                         "latents")
+
     check_run_folder(out, {"format": TRAIN_FORMAT, "sae": sae_config.to_dict(),
                               "train": cfg.identity(), "data": {"rows": n, "dim": d}})
 
@@ -318,9 +220,12 @@ def train_sae(shards, out: str | os.PathLike, *, sae_config: SaeConfig,
     @jax.jit  # one compile instead of one per eager op
     def fresh_state():
         params = init_sae(k_init, sae_config)
-        return {"params": params, "opt_state": tx.init(params),
-                "acc": _zero_acc(sae_config.nb_concepts),
-                "rng": jax.random.key_data(root)}
+        if cfg.tied_init:
+            params = tie_decoder_to_encoder(params)
+        state = {"params": params, "opt_state": tx.init(params),
+                 "acc": _zero_acc(sae_config.nb_concepts),
+                 "rng": jax.random.key_data(root)}
+        return state if aux is None else {**state, **aux_state(sae_config.nb_concepts)}
 
     abstract = jax.eval_shape(fresh_state)
     ckpt_dir = out / CKPT_DIR
@@ -340,7 +245,7 @@ def train_sae(shards, out: str | os.PathLike, *, sae_config: SaeConfig,
     if cfg.batch_size % placement.n_devices:
         raise ValueError(f"batch size {cfg.batch_size} must be a multiple of the "
                          f"{placement.n_devices} local devices the batch is split over")
-    step_fn = make_train_step(tx, sae_config.top_k, placement)
+    step_fn = make_train_step(tx, sae_config.top_k, placement, aux)
 
     def save(state_host, epoch_, step_in_epoch):
         if global_step in mngr.all_steps():
@@ -373,10 +278,19 @@ def train_sae(shards, out: str | os.PathLike, *, sae_config: SaeConfig,
             log = {"epoch": epoch + 1, "loss": float(acc.loss) / k, "r2": float(acc.r2) / k,
                    "l0": float(acc.l0) / k, "dead": 1.0 - float(np.mean(acc.alive)),
                    "steps": int(acc.steps)}
+            if aux is not None:
+                since = jax.device_get(state["since"])
+                log["aux_loss"] = float(state["aux"]) / k
+                log["dead_by_rows"] = float(np.mean(np.asarray(
+                    dead_latents(since, aux.dead_after))))
+                state["aux"] = jnp.zeros((), jnp.float32)
             logs.append(log)
             if verbose:
+                extra = ("" if aux is None else f"  AuxK {log['aux_loss']:.4g}  dead after "
+                         f"{aux.dead_after} rows {100 * log['dead_by_rows']:.1f}%")
                 print(f"epoch {epoch + 1}/{cfg.epochs}: loss {log['loss']:.5g}  "
-                      f"R2 {log['r2']:.4f}  L0 {log['l0']:.1f}  dead {100 * log['dead']:.1f}%")
+                      f"R2 {log['r2']:.4f}  L0 {log['l0']:.1f}  dead {100 * log['dead']:.1f}%"
+                      + extra)
             state["acc"] = _zero_acc(sae_config.nb_concepts)
             save(host_copy(state), epoch + 1, 0)
             start_step = 0
