@@ -133,12 +133,14 @@ def eight_images():
     return clf, jax.tree.map(np.asarray, v), sae, al, text, images
 
 
-def sae_steps(placement=None, steps: int = 5, auxk: bool = False) -> dict:
+def sae_steps(placement=None, steps: int = 5, auxk: bool = False,
+              batch_topk: bool = False) -> dict:
     """A few TopK SAE training steps (data parallel over ``placement``'s devices); with
-    ``auxk`` the AuxK loss on latents silent for one batch."""
+    ``auxk`` the AuxK loss on latents silent for one batch; with ``batch_topk`` codes
+    chosen over the whole batch."""
     from texter_jax.sae import SaeConfig, init_sae
     from train.sae_train import (AuxK, SaeTrainConfig, _zero_acc, aux_state,
-                                 make_optimizer, make_train_step)
+                                 batch_topk_state, make_optimizer, make_train_step)
 
     cfg = SaeConfig(input_dim=16, nb_concepts=64, top_k=8)
     tx = make_optimizer(SaeTrainConfig(lr=1e-2))
@@ -148,7 +150,9 @@ def sae_steps(placement=None, steps: int = 5, auxk: bool = False) -> dict:
     aux = AuxK(k_aux=8, dead_after=32) if auxk else None
     if aux:
         state.update(aux_state(64))
-    step = make_train_step(tx, cfg.top_k, placement, aux)
+    if batch_topk:
+        state.update(batch_topk_state())
+    step = make_train_step(tx, cfg.top_k, placement, aux, batch_topk)
     rng = np.random.default_rng(0)
     losses = []
     for _ in range(steps):
@@ -157,6 +161,8 @@ def sae_steps(placement=None, steps: int = 5, auxk: bool = False) -> dict:
     acc = jax.device_get(state["acc"])
     extra = ({"aux": float(state["aux"]), "since": np.asarray(state["since"]).tolist()}
              if aux else {})
+    if batch_topk:
+        extra["threshold_sum"] = float(state["threshold_sum"])
     return {"losses": losses, "r2": float(acc.r2), "l0": float(acc.l0),
             "alive": int(np.sum(acc.alive)), **extra,
             "dictionary": np.asarray(state["params"]["dictionary"]["weights"]).tolist()}
@@ -192,6 +198,7 @@ def main(path: str) -> None:
     found["aligner"] = aligner_fit()
     found["sae"] = sae_steps(placement_over(jax.devices()))
     found["sae_auxk"] = sae_steps(placement_over(jax.devices()), auxk=True)
+    found["sae_batchtopk"] = sae_steps(placement_over(jax.devices()), batch_topk=True)
     found["features"] = feature_forward(clf, v, images)
     Path(path).write_text(json.dumps(found))
 

@@ -201,6 +201,9 @@ CASES = [
     Case("train-sae", "AuxK over more latents than the SAE has", lambda p: [
         "train-sae", "--features", p["feats"], "--out", "{out}", "--batch-size", "2",
         "--aux-k", "100000", "--no-progress"], "aux_k 100000"),
+    Case("train-sae", "BatchTopK into the release's .pth", lambda p: [
+        "train-sae", "--features", p["feats"], "--out", "{out}", "--activation", "batchtopk",
+        "--export-release", "{out}.pth", "--no-progress"], "--export-release"),
     Case("convert", "output under a file", lambda p: [
         "convert", f"{p['root']}/resnet18.pth", p["under_file"]], "a_file"),
     # spectrum / demo

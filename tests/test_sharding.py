@@ -143,13 +143,17 @@ def test_two_processes_each_split_their_share_over_their_devices(tmp_path):
     assert sorted(np.concatenate([np.load(o)["mine"] for o in outs]).tolist()) == list(range(8))
 
 
-@pytest.mark.parametrize("auxk", [False, True])
-def test_sae_training_step_is_data_parallel_and_equals_one_device(found, auxk):
+@pytest.mark.parametrize("variant", ["topk", "auxk", "batchtopk"])
+def test_sae_training_step_is_data_parallel_and_equals_one_device(found, variant):
     import numpy as np
 
     from tests.multi_device_probe import sae_steps
 
-    one, got = sae_steps(auxk=auxk), found["sae_auxk" if auxk else "sae"]
+    auxk = variant == "auxk"
+    one = sae_steps(auxk=auxk, batch_topk=variant == "batchtopk")
+    got = found["sae" if variant == "topk" else f"sae_{variant}"]
+    if variant == "batchtopk":  # the batch's top k * B over all 4 devices, exactly
+        np.testing.assert_allclose(got["threshold_sum"], one["threshold_sum"], rtol=1e-5)
     if auxk:
         assert one["aux"] > 0  # latents died and the AuxK loss ran
         np.testing.assert_allclose(got["aux"], one["aux"], rtol=1e-5)

@@ -48,6 +48,8 @@ FORMAT = "texter_jax/sae/v1"
 # ``stop_gradient`` so optimisers see a zero gradient for it.
 SaeParams = dict[str, Any]
 
+ACTIVATIONS = ("topk", "batchtopk")
+
 # The release adds this to the row norm before dividing (overcomplete normalize_l2).
 DICT_NORM_EPS = 1e-8
 
@@ -59,18 +61,25 @@ class SaeConfig:
     Attributes:
       input_dim: d, size of the classifier features the SAE reads.
       nb_concepts: n, number of dictionary atoms (codes per input).
-      top_k: k, number of codes kept per input row.
+      top_k: k, number of codes kept per input row (on average over a batch for
+        "batchtopk").
+      activation: "topk" (the release) or "batchtopk" (trained with top-k over the
+        batch, encodes with a stored threshold: :mod:`texter_jax.sae_batchtopk`).
     """
 
     input_dim: int
     nb_concepts: int
     top_k: int
+    activation: str = "topk"
 
     def __post_init__(self):
         if self.input_dim < 1 or self.nb_concepts < 1:
             raise ValueError(f"SaeConfig needs positive sizes, got {self}")
         if not 1 <= self.top_k <= self.nb_concepts:
             raise ValueError(f"top_k must be in [1, nb_concepts], got {self}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"SaeConfig activation {self.activation!r}: expected one of "
+                             f"{', '.join(ACTIVATIONS)}")
 
     @classmethod
     def release_default(cls, input_dim: int, expansion: int = 8) -> "SaeConfig":
@@ -78,8 +87,11 @@ class SaeConfig:
         n = expansion * input_dim
         return cls(input_dim=input_dim, nb_concepts=n, top_k=max(n // 10, 1))
 
-    def to_dict(self) -> dict[str, int]:
-        return dataclasses.asdict(self)
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        if d["activation"] == "topk":  # folders written before BatchTopK read the same
+            d.pop("activation")
+        return d
 
 
 def init_sae(key: PRNGKey, config: SaeConfig) -> SaeParams:
@@ -145,7 +157,8 @@ def sae_encode(params: SaeParams, x: Array, top_k: int) -> tuple[Array, Array]:
 
     Returns:
       ``(pre_codes, codes)``: both float32 [B, n]; ``pre_codes`` is the affine output
-      before ReLU (the release's ``pre_codes``), ``codes`` = TopK(ReLU(pre_codes)).
+      before ReLU (the release's ``pre_codes``), ``codes`` = TopK(ReLU(pre_codes)), or
+      for params holding a BatchTopK ``"threshold"`` the ReLU'd entries above it.
     """
     if x.ndim != 2:
         raise ValueError(f"sae_encode expects x of shape [B, d], got {x.shape}")
@@ -153,8 +166,10 @@ def sae_encode(params: SaeParams, x: Array, top_k: int) -> tuple[Array, Array]:
     if x.shape[-1] != d:
         raise ValueError(f"sae_encode: features have {x.shape[-1]} dims, SAE expects {d}")
     pre = sae_pre_codes(params, x)
-    codes = topk_mask(jax.nn.relu(pre), top_k)
-    return pre, codes
+    acts = jax.nn.relu(pre)
+    if "threshold" in params:  # BatchTopK at inference: rows do not see each other
+        return pre, jnp.where(acts > params["threshold"], acts, jnp.zeros_like(acts))
+    return pre, topk_mask(acts, top_k)
 
 
 def normalized_dictionary(params: SaeParams) -> Array:
@@ -236,8 +251,13 @@ def load(path: str | os.PathLike) -> tuple[SaeConfig, SaeParams]:
         raise CheckpointError(f"{path} is not an SAE folder: cannot read {meta_path}: {e}") from e
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{meta_path}: format {meta.get('format')!r}, expected {FORMAT!r}")
-    config = SaeConfig(**meta["config"])
+    try:
+        config = SaeConfig(**meta["config"])
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{meta_path}: bad config {meta.get('config')!r}: {e}") from e
     target = jax.eval_shape(functools.partial(init_sae, config=config), jax.random.key(0))
+    if config.activation == "batchtopk":
+        target["threshold"] = jax.ShapeDtypeStruct((), jnp.float32)
     return config, restore_pytree(path / "params", target)
 
 

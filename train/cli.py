@@ -111,6 +111,9 @@ def register(subparsers) -> None:
     p.add_argument("--dead-after", type=int, default=None, metavar="ROWS",
                    help="rows without firing after which a latent is dead for AuxK "
                         "(default: one epoch's rows)")
+    p.add_argument("--activation", choices=("topk", "batchtopk"), default="topk",
+                   help="topk: the release's TopK per row; batchtopk: top k * batch over "
+                        "the batch while training, a learnt threshold at inference")
     p.add_argument("--tied-init", action="store_true",
                    help="start the dictionary as the encoder's transpose")
     p.add_argument("--no-progress", action="store_true")
@@ -271,8 +274,16 @@ def run_train_sae(args) -> int:
         return _error("train-sae", e)
     d = int(shards.dim)
     sae_cfg = SaeConfig.release_default(d, expansion=args.expansion)
-    if args.top_k is not None:
-        sae_cfg = SaeConfig(input_dim=d, nb_concepts=sae_cfg.nb_concepts, top_k=args.top_k)
+    try:
+        sae_cfg = SaeConfig(input_dim=d, nb_concepts=sae_cfg.nb_concepts,
+                            top_k=sae_cfg.top_k if args.top_k is None else args.top_k,
+                            activation=args.activation)
+    except ValueError as e:
+        return _error("train-sae", e)
+    if args.export_release and sae_cfg.activation != "topk":
+        return _error("train-sae", ValueError(
+            "--export-release writes the release's TopK .pth, which has no place for a "
+            "BatchTopK threshold; drop --export-release or use --activation topk"))
     optional = {name: getattr(args, name) for name in ("aux_k", "aux_coef", "dead_after")
                 if getattr(args, name) is not None}
     try:

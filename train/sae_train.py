@@ -54,7 +54,7 @@ from train.sae_checkpoints import (CKPT_DIR, FINAL_DIR, TRAIN_FORMAT, check_run_
                                    host_copy, open_checkpoints, resume)
 # The step lives in train.sae_step; its names stay importable from here.
 from train.sae_step import (L0_THRESHOLD, R2_EPS, TORCH_CLIP_EPS, AuxK,  # noqa: F401
-                            EpochAcc, _zero_acc, aux_state, batch_r2,
+                            EpochAcc, _zero_acc, aux_state, batch_r2, batch_topk_state,
                             clip_by_global_norm_torch, make_optimizer, make_train_step,
                             release_loss)
 
@@ -206,6 +206,7 @@ def train_sae(shards, out: str | os.PathLike, *, sae_config: SaeConfig,
     if steps_per_epoch < 1:
         raise ValueError(f"{n} rows is less than one batch of {cfg.batch_size}")
     aux = cfg.auxk(steps_per_epoch * cfg.batch_size)
+    batch_topk = sae_config.activation == "batchtopk"
     if aux is not None and aux.k_aux > sae_config.nb_concepts:
         raise ValueError(f"aux_k {aux.k_aux} exceeds the SAE's {sae_config.nb_concepts} "
                          "latents")
@@ -225,7 +226,11 @@ def train_sae(shards, out: str | os.PathLike, *, sae_config: SaeConfig,
         state = {"params": params, "opt_state": tx.init(params),
                  "acc": _zero_acc(sae_config.nb_concepts),
                  "rng": jax.random.key_data(root)}
-        return state if aux is None else {**state, **aux_state(sae_config.nb_concepts)}
+        if aux is not None:
+            state.update(aux_state(sae_config.nb_concepts))
+        if batch_topk:
+            state.update(batch_topk_state())
+        return state
 
     abstract = jax.eval_shape(fresh_state)
     ckpt_dir = out / CKPT_DIR
@@ -245,7 +250,7 @@ def train_sae(shards, out: str | os.PathLike, *, sae_config: SaeConfig,
     if cfg.batch_size % placement.n_devices:
         raise ValueError(f"batch size {cfg.batch_size} must be a multiple of the "
                          f"{placement.n_devices} local devices the batch is split over")
-    step_fn = make_train_step(tx, sae_config.top_k, placement, aux)
+    step_fn = make_train_step(tx, sae_config.top_k, placement, aux, batch_topk)
 
     def save(state_host, epoch_, step_in_epoch):
         if global_step in mngr.all_steps():
@@ -284,6 +289,10 @@ def train_sae(shards, out: str | os.PathLike, *, sae_config: SaeConfig,
                 log["dead_by_rows"] = float(np.mean(np.asarray(
                     dead_latents(since, aux.dead_after))))
                 state["aux"] = jnp.zeros((), jnp.float32)
+            if batch_topk:  # this epoch's mean smallest kept code
+                threshold = float(state["threshold_sum"]) / max(int(state["threshold_n"]), 1)
+                log["threshold"] = threshold
+                state.update(batch_topk_state())
             logs.append(log)
             if verbose:
                 extra = ("" if aux is None else f"  AuxK {log['aux_loss']:.4g}  dead after "
@@ -299,6 +308,8 @@ def train_sae(shards, out: str | os.PathLike, *, sae_config: SaeConfig,
         mngr.close()
 
     params = host_copy(jax.jit(project_dictionary)(state["params"]))
+    if batch_topk:  # inference encodes with the last epoch's threshold
+        params["threshold"] = np.asarray(logs[-1]["threshold"], np.float32)
     sae_io.save(out / FINAL_DIR, sae_config, params, overwrite=True,
              extra={"logs": logs, "train": dataclasses.asdict(cfg)})
     return SaeTrainResult(params=params, config=sae_config, logs=logs,
