@@ -114,6 +114,12 @@ def register(subparsers) -> None:
     p.add_argument("--activation", choices=("topk", "batchtopk"), default="topk",
                    help="topk: the release's TopK per row; batchtopk: top k * batch over "
                         "the batch while training, a learnt threshold at inference")
+    p.add_argument("--eval-features", default=None, metavar="FOLDER",
+                   help="held-out features for the final report (default: the training "
+                        "rows)")
+    p.add_argument("--classifier", default=None, metavar="FOLDER",
+                   help="the classifier the features come from: the report adds the cost "
+                        "of splicing the SAE in (prediction agreement, KL, accuracy)")
     p.add_argument("--tied-init", action="store_true",
                    help="start the dictionary as the encoder's transpose")
     p.add_argument("--no-progress", action="store_true")
@@ -263,48 +269,9 @@ def _zero_shot(args, feats, x, result):
 
 
 def run_train_sae(args) -> int:
-    from texter_jax.io.checkpoints import CheckpointError
-    from texter_jax.sae import SaeConfig
-    from train.features import FeatureShards, FeatureShardsError
-    from train.sae_train import SaeTrainConfig, train_sae
+    from train.sae_cli import run_train_sae as run
 
-    try:
-        shards = FeatureShards(args.features)
-    except FeatureShardsError as e:
-        return _error("train-sae", e)
-    d = int(shards.dim)
-    sae_cfg = SaeConfig.release_default(d, expansion=args.expansion)
-    try:
-        sae_cfg = SaeConfig(input_dim=d, nb_concepts=sae_cfg.nb_concepts,
-                            top_k=sae_cfg.top_k if args.top_k is None else args.top_k,
-                            activation=args.activation)
-    except ValueError as e:
-        return _error("train-sae", e)
-    if args.export_release and sae_cfg.activation != "topk":
-        return _error("train-sae", ValueError(
-            "--export-release writes the release's TopK .pth, which has no place for a "
-            "BatchTopK threshold; drop --export-release or use --activation topk"))
-    optional = {name: getattr(args, name) for name in ("aux_k", "aux_coef", "dead_after")
-                if getattr(args, name) is not None}
-    try:
-        train_cfg = SaeTrainConfig(epochs=args.epochs, batch_size=args.batch_size,
-                                   lr=args.lr, clip_norm=args.clip_norm, seed=args.seed,
-                                   checkpoint_every=args.checkpoint_every,
-                                   tied_init=args.tied_init, **optional)
-    except ValueError as e:
-        return _error("train-sae", e)
-    print(f"SAE {d} -> {sae_cfg.nb_concepts} (top {sae_cfg.top_k}) on {len(shards)} rows")
-    try:
-        result = train_sae(shards, args.out, sae_config=sae_cfg, train_config=train_cfg,
-                           progress=not args.no_progress)
-    except (CheckpointError, ValueError) as e:
-        return _error("train-sae", e)
-    print(f"wrote {args.out}/sae")
-    if args.export_release:
-        from converters.release import export_release_sae
-
-        print(f"wrote {export_release_sae(args.export_release, result.config, result.params)}")
-    return 0
+    return run(args, _error)
 
 
 def main(argv: list[str] | None = None) -> int:
