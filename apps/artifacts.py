@@ -4,7 +4,8 @@
   format) or the release's ``linear_aligner.pth`` (``{"W": [d_clip, d_feat], "b":
   [d_clip]}``, read by ``converters.release``);
 * SAE: a folder written by ``texter train-sae`` (its ``sae/`` subfolder or the run
-  folder itself; :mod:`texter_jax.sae`'s format) or the release's ``sae_model.pth``;
+  folder itself; :mod:`texter_jax.sae`'s format), a SAELens folder, a dictionary_learning
+  ``ae.pt`` (:mod:`converters.sae_formats`) or the release's ``sae_model.pth``;
 * a whole session (:func:`load_session`): the library's loader with this dispatch.
 
 Release ``.pth`` files need torch (the ``[convert]`` extra); it is imported only then.
@@ -44,14 +45,23 @@ def load_sae(path: str | os.PathLike) -> sae_io.Sae:
     """A :class:`~texter_jax.sae.Sae` (params pytree and top_k)."""
     path = Path(path)
     if path.is_file() and path.suffix in RELEASE_SUFFIXES:
-        from converters.release import load_release_sae  # needs torch
+        from converters import sae_formats  # needs torch
+        from converters.release import load_release_sae
 
-        config, params = load_release_sae(path)
+        load = (sae_formats.load_dictionary_learning
+                if sae_formats.is_dictionary_learning(path) else load_release_sae)
+        config, params = load(path)
         return sae_io.Sae(params, int(config.top_k))
     if path.is_dir():
+        from converters import sae_formats
+
+        if sae_formats.is_saelens_folder(path):
+            config, params = sae_formats.load_saelens(path)
+            return sae_io.Sae(params, int(config.top_k))
         return sae_io.load_sae(path)
-    raise CheckpointError(f"no SAE at {path}: expected a `texter train-sae` folder or "
-                          "the release's sae_model.pth")
+    raise CheckpointError(f"no SAE at {path}: expected a `texter train-sae` folder, a "
+                          "SAELens folder (cfg.json + sae_weights.safetensors), a "
+                          "dictionary_learning ae.pt or the release's sae_model.pth")
 
 
 def load_session(classifier, clip, aligner, sae=None, **kwargs) -> session.Session:

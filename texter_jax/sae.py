@@ -34,6 +34,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from texter_jax.io.atomic import atomic_directory, write_json_atomic
 from texter_jax.io.checkpoints import CheckpointError, restore_pytree, save_pytree
@@ -45,7 +46,9 @@ FORMAT = "texter_jax/sae/v1"
 #   {"encoder": {"kernel": [d, n], "bias": [n]},
 #    "dictionary": {"weights": [n, d], "multiplier": []}}
 # ``multiplier`` mirrors the release's non-trainable buffer; it is read through
-# ``stop_gradient`` so optimisers see a zero gradient for it.
+# ``stop_gradient`` so optimisers see a zero gradient for it. Optional, for SAEs from
+# other libraries and BatchTopK: "dictionary": {"bias": [d], "scale": [n]} (decoder bias,
+# row norms) and "threshold": [] or [n] (codes = ReLU(pre) where above it, no TopK).
 SaeParams = dict[str, Any]
 
 ACTIVATIONS = ("topk", "batchtopk")
@@ -174,20 +177,26 @@ def sae_encode(params: SaeParams, x: Array, top_k: int) -> tuple[Array, Array]:
 
 def normalized_dictionary(params: SaeParams) -> Array:
     """Decoder matrix D float32 [n, d]: rows L2-normalised (release eps 1e-8) and
-    scaled by exp(multiplier), which is a fixed buffer (gradient stopped)."""
-    w = params["dictionary"]["weights"]
-    mult = jax.lax.stop_gradient(params["dictionary"]["multiplier"])
+    scaled by exp(multiplier), which is a fixed buffer (gradient stopped); an imported
+    SAE's ``dictionary["scale"]`` [n] gives each row its own norm back."""
+    dic = params["dictionary"]
+    w = dic["weights"]
+    mult = jax.lax.stop_gradient(dic["multiplier"])
     norm = jnp.linalg.norm(w, axis=-1, keepdims=True)
-    return w / (norm + DICT_NORM_EPS) * jnp.exp(mult)
+    d = w / (norm + DICT_NORM_EPS) * jnp.exp(mult)
+    return d * dic["scale"][:, None] if "scale" in dic else d
 
 
 def sae_decode(params: SaeParams, codes: Array) -> Array:
-    """Codes float32 [B, n] -> reconstructed features x_hat float32 [B, d]."""
-    if codes.shape[-1] != params["dictionary"]["weights"].shape[0]:
+    """Codes float32 [B, n] -> reconstructed features x_hat float32 [B, d] (plus an
+    imported SAE's decoder bias ``dictionary["bias"]`` [d])."""
+    dic = params["dictionary"]
+    if codes.shape[-1] != dic["weights"].shape[0]:
         raise ValueError(
             f"sae_decode: codes have {codes.shape[-1]} units, dictionary has "
-            f"{params['dictionary']['weights'].shape[0]}")
-    return codes @ normalized_dictionary(params)
+            f"{dic['weights'].shape[0]}")
+    x_hat = codes @ normalized_dictionary(params)
+    return x_hat + dic["bias"] if "bias" in dic else x_hat
 
 
 def sae_apply(params: SaeParams, x: Array, top_k: int) -> tuple[Array, Array, Array]:
@@ -234,11 +243,30 @@ def save(path: str | os.PathLike, config: SaeConfig, params: SaeParams, *,
          overwrite: bool = False, extra: dict[str, Any] | None = None) -> Path:
     """Writes the folder format at ``path`` atomically; returns the absolute path."""
     path = Path(path).absolute()
+    optional = {k: list(np.shape(v)) for k, v in _optional_leaves(params).items()}
     with atomic_directory(path, overwrite=overwrite) as tmp:
         save_pytree(tmp / "params", params)
-        write_json_atomic(tmp / "sae.json", {"format": FORMAT, "config": config.to_dict(),
-                                             **(extra or {})})
+        meta = {"format": FORMAT, "config": config.to_dict(), **(extra or {})}
+        if optional:
+            meta["optional_params"] = optional
+        write_json_atomic(tmp / "sae.json", meta)
     return path
+
+
+# Params beyond the release's layout: an imported SAE's decoder bias and row norms, a
+# BatchTopK / JumpReLU threshold ([] or [n]).
+_OPTIONAL = ("dictionary/bias", "dictionary/scale", "threshold")
+
+
+def _optional_leaves(params: SaeParams) -> dict[str, Any]:
+    out = {}
+    for key in _OPTIONAL:
+        node = params
+        for part in key.split("/"):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is not None:
+            out[key] = node
+    return out
 
 
 def load(path: str | os.PathLike) -> tuple[SaeConfig, SaeParams]:
@@ -256,8 +284,15 @@ def load(path: str | os.PathLike) -> tuple[SaeConfig, SaeParams]:
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{meta_path}: bad config {meta.get('config')!r}: {e}") from e
     target = jax.eval_shape(functools.partial(init_sae, config=config), jax.random.key(0))
+    optional = meta.get("optional_params", {})
     if config.activation == "batchtopk":
-        target["threshold"] = jax.ShapeDtypeStruct((), jnp.float32)
+        optional.setdefault("threshold", [])
+    for key, shape in optional.items():
+        if key not in _OPTIONAL:
+            raise CheckpointError(f"{meta_path}: unknown optional parameter {key!r}")
+        node, *rest = key.split("/")
+        parent = target if not rest else target[node]
+        parent[rest[0] if rest else node] = jax.ShapeDtypeStruct(tuple(shape), jnp.float32)
     return config, restore_pytree(path / "params", target)
 
 
