@@ -35,7 +35,8 @@ def bench_sae(args, torch):
     import numpy as np
 
     from texter_jax.sae import SaeConfig, init_sae
-    from train.sae_train import SaeTrainConfig, _zero_acc, make_optimizer, make_train_step
+    from train.sae_train import (AuxK, SaeTrainConfig, _zero_acc, aux_state,
+                                 batch_topk_state, make_optimizer, make_train_step)
 
     d, n, k, bs = 2048, 16384, 1638, 1024
     cfg = SaeConfig(input_dim=d, nb_concepts=n, top_k=k)
@@ -48,6 +49,12 @@ def bench_sae(args, torch):
              "rng": jax.random.key_data(jax.random.key(0))}
     step = make_train_step(tx, k)
     xj = [jnp.asarray(x) for x in xs]
+    # the same step with AuxK (k_aux = d / 2, latents dead after one batch so the loss
+    # runs on every step) and with BatchTopK, each on its own copy of the state
+    variants = {"auxk": (make_train_step(tx, k, aux=AuxK(d // 2, bs)), aux_state(n)),
+                "batchtopk": (make_train_step(tx, k, batch_topk=True), batch_topk_state())}
+    vstate = {name: {**jax.tree.map(jnp.copy, state), **extra}
+              for name, (_, extra) in variants.items()}
 
     # torch: the release's TopKSAE forward in training mode, same init values.
     enc = torch.nn.Linear(d, n)
@@ -78,7 +85,10 @@ def bench_sae(args, torch):
     loss.block_until_ready()
     compile_s = time.perf_counter() - t
     torch_step(xt[0])
-    jt, tt = [], []
+    for name, (fn, _) in variants.items():
+        vstate[name], loss = fn(vstate[name], xj[0])
+        loss.block_until_ready()
+    jt, tt, vt = [], [], {name: [] for name in variants}
     for i in range(args.sae_steps):
         t = time.perf_counter()
         state, loss = step(state, xj[i % 2])
@@ -87,7 +97,12 @@ def bench_sae(args, torch):
         t = time.perf_counter()
         torch_step(xt[i % 2])
         tt.append(time.perf_counter() - t)
-    return compile_s, _median(jt), _median(tt)
+        for name, (fn, _) in variants.items():
+            t = time.perf_counter()
+            vstate[name], loss = fn(vstate[name], xj[i % 2])
+            loss.block_until_ready()
+            vt[name].append(time.perf_counter() - t)
+    return compile_s, _median(jt), _median(tt), {name: _median(v) for name, v in vt.items()}
 
 
 def bench_aligner(args, torch):
@@ -201,10 +216,12 @@ def main() -> None:
           f"torch {torch.__version__} threads {torch.get_num_threads()}; "
           f"cpus {os.cpu_count()}; load avg {os.getloadavg()[0]:.1f}")
     if args.only in (None, "sae"):
-        c, j, t = bench_sae(args, torch)
+        c, j, t, v = bench_sae(args, torch)
         print(f"SAE step (d=2048 n=16384 k=1638 batch 1024), median of {args.sae_steps}: "
               f"jax {j:.3f} s ({1 / j:.2f} steps/s, first call incl. compile {c:.1f} s)  "
-              f"torch {t:.3f} s ({1 / t:.2f} steps/s)  torch/jax time ratio {t / j:.2f}")
+              f"torch {t:.3f} s ({1 / t:.2f} steps/s)  jax/torch time ratio {j / t:.2f}")
+        print("  same run: " + "  ".join(f"{name} {s:.3f} s ({s / j:.2f}x the TopK step)"
+                                        for name, s in v.items()))
     if args.only in (None, "aligner"):
         c, j, t, cf = bench_aligner(args, torch)
         print(f"aligner SGD epoch (20000 pairs 2048->512, batch 100), median of "
