@@ -62,8 +62,12 @@ class ClassifierTrainConfig:
       lr, weight_decay: AdamW; the learning rate decays by cosine to 5%.
       views: ``(kind, weight)`` mix of training views (augmentation); a view that would
         hide the label's attribute is replaced by the whole image.
-      mosaic_share: share of the training images replaced by mosaics whose tiles share
-        the label's value (label = that value; see :func:`training_mosaics`), 0 for none.
+      extra_mosaics: mosaics whose tiles share the label's value (label = that value; see
+        :func:`training_mosaics`), added to the ``train_images`` ordinary images, as a
+        share of them (0 for none); training steps grow with them. Measured (seed 0,
+        demo defaults, 2026-12-07): *replacing* 15 % of the ordinary images by mosaics
+        instead cost held-out accuracy on ordinary scenes (shape 0.964 -> 0.941, badge
+        0.886 -> 0.758).
       aux_weight: weight of auxiliary heads that predict, from the same features, every
         other attribute the view shows (0 disables them). Real classifiers are trained
         on many classes, so their features describe much more than their decision; a
@@ -92,7 +96,7 @@ class ClassifierTrainConfig:
     weight_decay: float = 1e-4
     views: tuple[tuple[str, float], ...] = (("whole", 0.5), ("close", 0.25), ("wide", 0.1),
                                             ("partial", 0.15))
-    mosaic_share: float = 0.15
+    extra_mosaics: float = 0.15
     aux_weight: float = 0.1
     noise_std: float = 0.0
     world_version: int = WORLD_VERSION

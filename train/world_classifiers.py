@@ -182,11 +182,13 @@ def train_all(cfg: ClassifierTrainConfig, tasks: dict[str, Task] | None = None, 
         aux_labels = np.stack([getattr(attrs, a) for a in DISCRETE], axis=1)
         aux_weights = visible_attributes(attrs, views, cfg.image_size).astype(np.float32)
         aux_weights[:, list(DISCRETE).index(task.label)] = 0.0  # the task's own head
-        labels = getattr(attrs, task.label).copy()
-        n_mos = int(round(cfg.mosaic_share * len(attrs)))
-        if n_mos:  # the last rows become mosaics of their own label (same class balance)
-            images[-n_mos:], labels[-n_mos:], aux_labels[-n_mos:], aux_weights[-n_mos:] = \
-                training_mosaics(task, labels[-n_mos:], cfg, seed + 29)
+        labels = getattr(attrs, task.label)
+        n_mos = int(round(cfg.extra_mosaics * len(attrs)))
+        if n_mos:  # mosaics added to the ordinary images, labelled like the first n_mos
+            mos = training_mosaics(task, labels[:n_mos], cfg, seed + 29)
+            images, labels, aux_labels, aux_weights = (
+                np.concatenate([x, m]) for x, m in zip(
+                    (images, labels, aux_labels, aux_weights), mos))
         if log:
             log(f"[world_classifiers] data ready after {time.time() - t0:.0f}s")
         clf, variables, info = train_classifier(
