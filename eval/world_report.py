@@ -29,7 +29,7 @@ def _plain_words(results: dict) -> list[str]:
     """The first screen: which rows are measurements of TEXTER, and what they say."""
     lines = ["## In plain words (read this first)", "",
              "Every number in this report was measured in this run. A TEXTER hit rate is a "
-             "measurement *of TEXTER* only for a classifier whose two reader controls pass "
+             "measurement of TEXTER only for a classifier whose two reader controls pass "
              f"(hit@3 >= {CONTROL_BAR}): they check that stage 3's reader (crops, "
              "classifier, aligner, the world's CLIP) names the truth on canvases that "
              "plainly show it. Where a control fails, the row's numbers are still measured, "
