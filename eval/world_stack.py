@@ -21,6 +21,7 @@ from texter_jax.emphasis.spectrum import spectrum_from_images
 from texter_jax.sae import Sae, SaeConfig
 from texter_jax.world.attributes import WORLD_VERSION, sample_attributes
 from texter_jax.world.generator import render
+from texter_jax.world.mosaics import DEFAULT_SHARED, render_mosaics, sample_mosaics
 from texter_jax.world.views import DEFAULT_MIX, sample_views
 from train.aligner import fit_aligner
 from train.sae_train import SaeTrainConfig, evaluate_sae, train_sae
@@ -56,11 +57,16 @@ def world_magnitude(c: DemoConfig, cache: Path) -> tuple[np.ndarray, str]:
     return load_spectrum(path), path.stem
 
 
+def _mosaic_rows(c: DemoConfig) -> int:
+    """Mosaics among the aligner's rows: a third as many as whole images."""
+    return c.feature_images // 3
+
+
 def world_stack(c: DemoConfig, cache: Path, name: str, clf, variables, clip, clip_vars,
                 clf_identity: str, log: Callable[[str], None] = print
                 ) -> tuple[Aligner, Sae, dict, str]:
-    """The classifier's aligner (closed form, whole images and zoomed views) and TopK SAE
-    (release recipe on whole images, 10 % held out for its R^2).
+    """The classifier's aligner (closed form, whole images, zoomed views and mosaics) and
+    TopK SAE (release recipe on whole images, 10 % held out for its R^2).
 
     Returns:
       ``(aligner, sae, metrics, key)``; ``key`` identifies them in later caches.
@@ -68,7 +74,8 @@ def world_stack(c: DemoConfig, cache: Path, name: str, clf, variables, clip, cli
     seed = c.seed + 7_000_003
     key = stable_hash({"n": c.feature_images, "seed": seed, "size": c.image_size,
                        "exp": c.sae_expansion, "ep": c.sae_epochs, "bs": c.sae_batch,
-                       "clf": clf_identity, "views": DEFAULT_MIX})
+                       "clf": clf_identity, "views": DEFAULT_MIX,
+                       "mosaics": _mosaic_rows(c), "mosaic_shared": DEFAULT_SHARED})
     folder = cache / "stack" / name / key
     if (folder / "aligner" / "aligner.json").is_file() and \
             (folder / "sae_run" / "sae" / "sae.json").is_file():
@@ -84,11 +91,15 @@ def world_stack(c: DemoConfig, cache: Path, name: str, clf, variables, clip, cli
     views = sample_views(seed + 1, attrs, tuple((k, w) for k, w in DEFAULT_MIX
                                                  if k != "whole"))
     zoomed = render(attrs, seed + 1, image_size=c.image_size, views=views) / np.float32(255)
+    # ... and mosaics (aligner only), as the crops of concept canvases look (issue 21).
+    mosaics = render_mosaics(sample_mosaics(seed + 2, _mosaic_rows(c), c.image_size),
+                             seed + 2) / np.float32(255)
     feat = jax.jit(lambda x: clf.features(variables, x))
     emb = jax.jit(lambda x: clip.encode_image(clip_vars, x))
     z = map_in_batches(feat, whole)
-    z_all = np.concatenate([z, map_in_batches(feat, zoomed)])
-    h_all = np.concatenate([map_in_batches(emb, whole), map_in_batches(emb, zoomed)])
+    z_all = np.concatenate([z, map_in_batches(feat, zoomed), map_in_batches(feat, mosaics)])
+    h_all = np.concatenate([map_in_batches(emb, whole), map_in_batches(emb, zoomed),
+                            map_in_batches(emb, mosaics)])
     al = fit_aligner(z_all, h_all, key=jax.random.key(c.seed), method="closed_form")
     aligner_io.save(folder / "aligner", al, overwrite=True)
     d = z.shape[1]

@@ -36,10 +36,12 @@ def test_report_and_results(demo):
         # the truth was measured, not assumed: an attribute the world intervenes on
         assert res["critical"][name] in ("shape", "colour", "pattern", "background", "size",
                                          "badge", "position", "rotation")
-        # reader controls: (a) the upsampled inputs, (b) value canvases of every value
+        # reader controls: (a) the tiled inputs (the upsampled ones as a diagnostic),
+        # (b) value canvases of every value
         ctl = res["controls"][name]
-        assert ctl["upsampled"]["hit@3"]["n"] == cfg.explain_images
-        assert 0 <= ctl["upsampled"]["hit@1"]["rate"] <= ctl["upsampled"]["hit@3"]["rate"] <= 1
+        for kind in ("tiled", "upsampled"):
+            assert ctl[kind]["hit@3"]["n"] == cfg.explain_images
+            assert 0 <= ctl[kind]["hit@1"]["rate"] <= ctl[kind]["hit@3"]["rate"] <= 1
         if ctl["values"] is not None:
             values = DISCRETE[res["critical"][name]]
             assert ctl["values"]["hit@3"]["n"] == cfg.control_canvases * len(values)
@@ -47,13 +49,23 @@ def test_report_and_results(demo):
             assert np.mean(list(ctl["per_value"].values())) == pytest.approx(
                 ctl["values"]["hit@3"]["rate"])
         assert ctl["passed"] == (ctl["values"] is not None and min(
-            ctl["upsampled"]["hit@3"]["rate"], ctl["values"]["hit@3"]["rate"]) >= 0.8)
+            ctl["tiled"]["hit@3"]["rate"], ctl["values"]["hit@3"]["rate"]) >= 0.8)
+        acc = res["classifier_accuracy"][name]
+        assert 0 <= acc["test_accuracy"] <= 1 and 0 <= acc["mosaic_test_accuracy"] <= 1
         cons = res["class_consistency"][name]
         assert set(cons) == set(METHODS) - {"text2concept"}
         assert all(0 <= c["rate"] <= 1 and c["n"] == cfg.explain_images for c in cons.values())
     assert set(res["clip_zero_shot"]) == set(DISCRETE) == set(res["clip_zero_shot_views"])
-    # the report puts the reader controls before any hit rate
-    assert text.index("## Reader controls") < text.index("## Hit rates")
+    assert set(res["clip_zero_shot_mosaics"]) == set(DISCRETE)
+    # the report opens in plain words, one line per classifier saying whether its row is
+    # a measurement, then puts the reader controls before any hit rate
+    plain = text[text.index("## In plain words"):text.index("## Reader controls")]
+    for name, ctl in res["controls"].items():
+        verdict = "so this row is a measurement" if ctl["passed"] else "controls **failed**"
+        assert f"- **{name}** (decides on {res['critical'][name]})" in plain
+        assert verdict in plain.split(f"- **{name}**")[1].split("\n")[0]
+    assert text.index("## In plain words") < text.index("## Reader controls") < text.index(
+        "## Hit rates")
     for stack in res["stack"].values():
         assert np.isfinite(stack["aligner"]["holdout_r2"])
         assert np.isfinite(stack["sae"]["r2"]) and stack["sae"]["l0"] > 0

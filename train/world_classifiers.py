@@ -16,7 +16,10 @@ Classifiers (:data:`TASKS`):
 
 Like real classifiers trained on random resized crops, each sees whole images and
 close-ups, wide shots and partial views (:mod:`texter_jax.world.views`), each view
-drawn so that it still shows the attribute its label is read from.
+drawn so that it still shows the attribute its label is read from; and, like models that
+have seen many objects and repeated motifs, mosaics (:mod:`texter_jax.world.mosaics`)
+whose tiles all share the label's value, labelled with it (a mosaic of stars is a "star"
+for the shape classifier; issue 21).
 
 Each is a :class:`texter_jax.models.resnet.ResNet` (basic blocks, one per stage) wrapped in
 :class:`texter_jax.classifier.Classifier`, so every TEXTER stage uses it exactly like a
@@ -49,121 +52,25 @@ from texter_jax.io.atomic import write_json_atomic
 from texter_jax.io.checkpoints import load_model, save_model
 from texter_jax.models.registry import config_to_dict
 from texter_jax.models.resnet import ResNetConfig, make_classifier
-from texter_jax.world.attributes import DISCRETE, WORLD_VERSION, WorldAttrs, sample_attributes
+from texter_jax.world.attributes import DISCRETE, sample_attributes
 from texter_jax.world.generator import render
 from texter_jax.world.interventions import measure_interventions
-from texter_jax.world.views import sample_views, visible_attributes
+from texter_jax.world.views import visible_attributes
+from train.world_classifier_data import (TASKS, ClassifierTrainConfig, Task, training_attrs,
+                                         training_mosaics, training_views)
 from train.world_classifier_step import init_aux_heads, init_variables, make_train_step
 
+__all__ = ["TASKS", "ClassifierTrainConfig", "Task", "accuracy", "get_or_train_classifiers",
+           "logits_fn", "padded_logits", "train_all", "train_classifier", "training_attrs",
+           "training_mosaics", "training_views"]
+
 METRICS_NAME = "metrics.json"
-
-
-@dataclasses.dataclass(frozen=True)
-class Task:
-    """A decision rule: the label attribute and optional training-set constraints."""
-
-    label: str
-    # Training-set constraint tying background to the label (planted shortcut).
-    tie_background: bool = False
-    # Passes over the training set, as a multiple of ClassifierTrainConfig.epochs.
-    epoch_scale: float = 1.0
-
-
-TASKS: dict[str, Task] = {
-    # Shape is the slow attribute for a CNN too. Measured (8,000 images, batch 64):
-    # held-out accuracy 0.80 after 3 epochs, 0.955 after 5 (whole images only); 0.969
-    # after 5 with views and auxiliary heads (4 epochs: 0.927 for seed 0, 0.835 for
-    # seed 1); colour is 1.00 after 1.
-    "shape": Task("shape", epoch_scale=5.0),
-    "shape_shortcut": Task("shape", tie_background=True),
-    "colour": Task("colour"),
-    # A 9-px cue under global average pooling is slow to find: measured (8,000 images,
-    # batch 64, no auxiliary heads) held-out accuracy 0.45 after 2 epochs, 0.87 after
-    # 2.5, 0.95 after 4.
-    "badge": Task("badge", epoch_scale=3.5),
-}
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class ClassifierTrainConfig:
-    """Hyperparameters shared by the world classifiers.
-
-    Attributes:
-      image_size: S of the rendered images.
-      widths, depths, stem_width: ResNet architecture (basic blocks).
-      train_images: rendered training images per distinct training set.
-      test_images: held-out images (independent attributes) for accuracy.
-      intervention_images: held-out images for the intervention table.
-      epochs: passes over the training set.
-      batch: images per step. WORLD_NOTES found batch 16 faster per wall second for its
-        CNN; for this ResNet on label = shape, batch 64 learned more per image seen
-        (0.85 held-out at 19k images vs 0.50 at 16k with batch 16) at equal CPU cost
-        per image, so we use 64.
-      lr, weight_decay: AdamW; the learning rate decays by cosine to 5%.
-      views: ``(kind, weight)`` mix of training views (augmentation); a view that would
-        hide the label's attribute is replaced by the whole image.
-      aux_weight: weight of auxiliary heads that predict, from the same features, every
-        other attribute the view shows (0 disables them). Real classifiers are trained
-        on many classes, so their features describe much more than their decision; a
-        six-way classifier trained alone keeps little but its label, so the aligner
-        cannot map its features to CLIP and Text-to-Concept on it sees only the label's
-        attribute. Measured on the shape classifier (2026-11-30): aligner held-out R^2
-        0.55 without the heads, 0.73 at 0.1, 0.77 at 0.5; test accuracy 0.962, 0.966,
-        0.82 (0.5 starves the task in the demo's training budget). The heads are dropped
-        after training: the classifier is its backbone and its task head, and what it
-        relies on is still measured by intervention.
-      noise_std: Gaussian pixel noise added to training images (augmentation), 0 for none.
-      world_version: the world's version (a cache from another world is not reused).
-      seed: root seed.
-    """
-
-    image_size: int = 64
-    widths: tuple[int, ...] = (32, 64, 128)
-    depths: tuple[int, ...] = (1, 1, 1)
-    stem_width: int = 16
-    train_images: int = 8000
-    test_images: int = 1000
-    intervention_images: int = 200
-    epochs: float = 1.0
-    batch: int = 64
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    views: tuple[tuple[str, float], ...] = (("whole", 0.5), ("close", 0.25), ("wide", 0.1),
-                                            ("partial", 0.15))
-    aux_weight: float = 0.1
-    noise_std: float = 0.0
-    world_version: int = WORLD_VERSION
-    seed: int = 0
-
-    def __post_init__(self):
-        object.__setattr__(self, "views", tuple((str(k), float(w)) for k, w in self.views))
-        object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
-        object.__setattr__(self, "depths", tuple(int(d) for d in self.depths))
-
-    def to_json(self) -> dict:
-        return json.loads(json.dumps(dataclasses.asdict(self)))
 
 
 def resnet_config(cfg: ClassifierTrainConfig, num_classes: int) -> ResNetConfig:
     return ResNetConfig(block="basic", depths=cfg.depths, widths=cfg.widths,
                         stem_width=cfg.stem_width, num_classes=num_classes,
                         image_size=cfg.image_size)
-
-
-def training_attrs(task: Task, seed: int, n: int) -> WorldAttrs:
-    """Training records of a task (the shortcut ties background index to shape index)."""
-    constraints = {"background": lambda a: a["shape"]} if task.tie_background else None
-    return sample_attributes(seed, n, constraints=constraints)
-
-
-def training_views(task: Task, attrs: WorldAttrs, cfg: ClassifierTrainConfig,
-                   seed: int) -> np.ndarray:
-    """Augmentation views [N, 3] for training records: drawn from ``cfg.views``; where a
-    view would not show the label's attribute, the whole image instead."""
-    views = sample_views(seed, attrs, cfg.views)
-    shows = visible_attributes(attrs, views, cfg.image_size)[:, list(DISCRETE).index(task.label)]
-    views[~shows] = np.array([0.5, 0.5, 1.0], np.float32)
-    return views
 
 
 def logits_fn(clf: Classifier, variables) -> Callable[[np.ndarray], jax.Array]:
@@ -256,7 +163,8 @@ def train_all(cfg: ClassifierTrainConfig, tasks: dict[str, Task] | None = None, 
 
     Returns:
       ``{name: (classifier, variables, metrics)}``; metrics hold ``test_accuracy`` (on
-      independent attributes), ``train_task_accuracy`` (held-out images drawn like the
+      independent attributes), ``mosaic_test_accuracy`` (held-out mosaics drawn like the
+      training ones), ``train_task_accuracy`` (held-out images drawn like the
       training set), the intervention table and the measured ``critical`` attribute.
     """
     tasks = tasks or TASKS
@@ -274,14 +182,23 @@ def train_all(cfg: ClassifierTrainConfig, tasks: dict[str, Task] | None = None, 
         aux_labels = np.stack([getattr(attrs, a) for a in DISCRETE], axis=1)
         aux_weights = visible_attributes(attrs, views, cfg.image_size).astype(np.float32)
         aux_weights[:, list(DISCRETE).index(task.label)] = 0.0  # the task's own head
+        labels = getattr(attrs, task.label)
+        n_mos = int(round(cfg.extra_mosaics * len(attrs)))
+        if n_mos:  # mosaics added to the ordinary images, labelled like the first n_mos
+            mos = training_mosaics(task, labels[:n_mos], cfg, seed + 29)
+            images, labels, aux_labels, aux_weights = (
+                np.concatenate([x, m]) for x, m in zip(
+                    (images, labels, aux_labels, aux_weights), mos))
         if log:
             log(f"[world_classifiers] data ready after {time.time() - t0:.0f}s")
-        labels = getattr(attrs, task.label)
         clf, variables, info = train_classifier(
             task, images, labels, cfg, key=jax.random.fold_in(root, i), aux_labels=aux_labels,
             aux_weights=aux_weights, log=log, name=name, progress=progress)
         fn = logits_fn(clf, variables)
         info["test_accuracy"] = accuracy(fn, test_u8, getattr(test_attrs, task.label))
+        mos_labels = getattr(test_attrs, task.label)[:cfg.test_images // 4]
+        mos_u8, mos_labels, _, _ = training_mosaics(task, mos_labels, cfg, cfg.seed + 2_000_029)
+        info["mosaic_test_accuracy"] = accuracy(fn, mos_u8, mos_labels)
         if task.tie_background:
             iid = training_attrs(task, cfg.seed + 4_000_037, cfg.test_images)
             iid_u8 = render(iid, cfg.seed + 4_000_037, image_size=cfg.image_size)
@@ -296,7 +213,8 @@ def train_all(cfg: ClassifierTrainConfig, tasks: dict[str, Task] | None = None, 
         info["intervention_seconds"] = round(time.time() - t1, 1)
         info["task"] = dataclasses.asdict(task)
         if log:
-            log(f"[world_classifiers] {name}: test acc {info['test_accuracy']:.3f}, "
+            log(f"[world_classifiers] {name}: test acc {info['test_accuracy']:.3f} "
+                f"(mosaics {info['mosaic_test_accuracy']:.3f}), "
                 f"critical attribute {table.critical}\n{table.to_markdown()}")
         out[name] = (clf, variables, info)
     return out

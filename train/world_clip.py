@@ -13,7 +13,10 @@ measured by leaving it out on whole images, got every attribute to >= 0.98 zero-
 700 steps. With views and the badge (measured 2026-11-30): 800 steps leave the badge at
 0.93 on whole images (seed 0); 1000 steps reach >= 0.96 on every attribute on whole
 images for seed 0 but leave the badge at 0.942 for seed 1; 1200 steps (~100 s on 2
-cores) reached >= 0.98 on whole images and >= 0.91 on zoomed views for seed 0:
+cores) reached >= 0.98 on whole images and >= 0.91 on zoomed views for seed 0. Since
+issue 21 a share of every batch (``mosaic_share``) is *mosaics*
+(:mod:`texter_jax.world.mosaics`): several small renders sharing one value, captioned
+only with what every tile shares, as crops of a concept canvas look. The three changes:
 
 * *Label prompts* (UniCL, Yang et al. 2022, https://arxiv.org/abs/2204.03610): besides
   the caption InfoNCE, each image is classified per attribute among one concept-bank
@@ -59,8 +62,10 @@ from texter_jax.models.world_clip import WorldClip, WorldClipConfig, make_world_
 from texter_jax.world.attributes import WORLD_VERSION, WorldAttrs, sample_attributes
 from texter_jax.world.captions import ATTR_ORDER, captions, value_phrases
 from texter_jax.world.generator import render
+from texter_jax.world.mosaics import (DEFAULT_SHARED, mosaic_visible, render_mosaics,
+                                      sample_mosaics)
 from texter_jax.world.views import DEFAULT_MIX, sample_views, visible_attributes
-from train.world_clip_eval import eval_set, zero_shot_accuracy
+from train.world_clip_eval import eval_mosaics, eval_set, zero_shot_accuracy
 from train.world_clip_losses import clip_loss, prompt_loss
 
 CACHE_NAME = "world_clip"
@@ -85,6 +90,8 @@ class ClipTrainConfig:
       views: ``(kind, weight)`` pairs of the view mix each batch is drawn from
         (:func:`texter_jax.world.views.sample_views`); captions and prompt labels name
         only what each view shows. ``(("whole", 1.0),)`` trains on whole images only.
+      mosaic_share: share of each (non-curriculum) batch that is mosaics, 0 for none.
+      mosaic_shared: ``(attribute, weight)`` odds of the attribute a mosaic's tiles share.
       focus, focus_steps: curriculum. For the first ``focus_steps`` steps every caption
         is a concept phrase about a ``focus`` attribute and the label-prompt loss covers
         only those attributes; afterwards the full objective runs.
@@ -111,6 +118,8 @@ class ClipTrainConfig:
         ("shape", 1.0), ("size", 1.0), ("pattern", 1.0), ("colour", 1.0), ("background", 1.0),
         ("badge", 1.0))
     views: tuple[tuple[str, float], ...] = DEFAULT_MIX
+    mosaic_share: float = 0.15
+    mosaic_shared: tuple[tuple[str, float], ...] = DEFAULT_SHARED
     focus: tuple[str, ...] = ("shape",)
     focus_steps: int = 250
     seed: int = 0
@@ -120,7 +129,7 @@ class ClipTrainConfig:
     model: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self):
-        for name in ("phrase_weights", "prompt_attr_weights", "views"):
+        for name in ("phrase_weights", "prompt_attr_weights", "views", "mosaic_shared"):
             object.__setattr__(self, name,
                                tuple((str(a), float(w)) for a, w in getattr(self, name)))
         object.__setattr__(self, "model", tuple((str(k), v) for k, v in dict(self.model).items()))
@@ -134,6 +143,7 @@ class ClipTrainConfig:
         d["phrase_weights"] = [list(x) for x in self.phrase_weights]
         d["prompt_attr_weights"] = [list(x) for x in self.prompt_attr_weights]
         d["views"] = [list(x) for x in self.views]
+        d["mosaic_shared"] = [list(x) for x in self.mosaic_shared]
         d["model"] = dict(self.model)
         return json.loads(json.dumps(d))  # tuples -> lists: equal to what the cache holds
 
@@ -172,9 +182,17 @@ def make_batch(rng: np.random.Generator, cfg: ClipTrainConfig, model: WorldClip,
       [P, L]; labels int32 [B, A]; prompt-loss weights float32 [B, A] (per image, zero
       for attributes its view does not show; rows of whole images sum to 1).
     """
-    attrs = sample_attributes(rng, cfg.batch)
+    n_mosaics = 0 if focus else int(round(cfg.mosaic_share * cfg.batch))
+    attrs = sample_attributes(rng, cfg.batch - n_mosaics)
     views = None if focus else sample_views(rng, attrs, cfg.views)
     visible = visible_attributes(attrs, views, cfg.image_size)
+    render_seed = int(rng.integers(2**31))
+    images = render(attrs, render_seed, image_size=cfg.image_size, views=views)
+    if n_mosaics:
+        mosaics = sample_mosaics(rng, n_mosaics, cfg.image_size, shared=cfg.mosaic_shared)
+        visible = np.concatenate([visible, mosaic_visible(mosaics)])
+        images = np.concatenate([images, render_mosaics(mosaics, render_seed)])
+        attrs = WorldAttrs.concatenate([attrs, mosaics.records()])
     if focus:
         in_focus = np.array([a in cfg.focus for a in ATTR_ORDER], np.float32)
         texts, mentioned = captions(rng, attrs, p_phrase=1.0, phrase_weights=in_focus,
@@ -189,7 +207,6 @@ def make_batch(rng: np.random.Generator, cfg: ClipTrainConfig, model: WorldClip,
         attr_w = np.array([w.get(a, 0.0) for a in ATTR_ORDER], np.float32)
         attr_w = attr_w / attr_w.sum()
     values = _values(attrs)
-    images = render(attrs, int(rng.integers(2**31)), image_size=cfg.image_size, views=views)
     return (images.astype(np.float32) / 255.0, model.tokenize(texts),
             consistency(values, mentioned, values, visible),
             model.tokenize(label_prompts(rng)), values.astype(np.int32),
@@ -291,7 +308,10 @@ def train_world_clip(cfg: ClipTrainConfig, *, log: Callable[[str], None] | None 
     zoom_attrs, zoom_images, zoom_visible = eval_set(cfg.seed, cfg.eval_images, cfg.image_size,
                                                      zoomed=True)
     zs_views = zero_shot_accuracy(model, variables, zoom_attrs, zoom_images, zoom_visible)
-    metrics = {"zero_shot": zs, "zero_shot_views": zs_views,
+    mos_attrs, mos_images, mos_visible = eval_mosaics(cfg.seed, cfg.eval_images,
+                                                      cfg.image_size, cfg.mosaic_shared)
+    zs_mosaics = zero_shot_accuracy(model, variables, mos_attrs, mos_images, mos_visible)
+    metrics = {"zero_shot": zs, "zero_shot_views": zs_views, "zero_shot_mosaics": zs_mosaics,
                "views_shown": {a: int(v) for a, v in zip(ATTR_ORDER, zoom_visible.sum(0))},
                "eval_images": len(ev_attrs), "final_loss": losses[-1],
                "loss_every_50": losses, "train_seconds": round(train_seconds, 1),
@@ -300,7 +320,8 @@ def train_world_clip(cfg: ClipTrainConfig, *, log: Callable[[str], None] | None 
     if log:
         log(f"[world_clip] done in {train_seconds:.0f}s, final loss {losses[-1]:.3f}, "
             "zero-shot " + " ".join(f"{a}={v:.3f}" for a, v in zs.items())
-            + "; zoomed views " + " ".join(f"{a}={v:.3f}" for a, v in zs_views.items()))
+            + "; zoomed views " + " ".join(f"{a}={v:.3f}" for a, v in zs_views.items())
+            + "; mosaics " + " ".join(f"{a}={v:.3f}" for a, v in zs_mosaics.items()))
     return model, variables, metrics
 
 

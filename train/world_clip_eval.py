@@ -1,4 +1,5 @@
-"""Zero-shot evaluation of the world's CLIP on held-out whole images and zoomed views.
+"""Zero-shot evaluation of the world's CLIP on held-out whole images, zoomed views and
+mosaics.
 
 Each attribute value is represented by the mean embedding of its concept-bank phrases
 (a prompt ensemble), the same phrases TEXTER later retrieves; an image's predicted value
@@ -17,6 +18,7 @@ from texter_jax.models.world_clip import WorldClip
 from texter_jax.world.attributes import WorldAttrs, sample_attributes
 from texter_jax.world.captions import ATTR_ORDER, value_phrases
 from texter_jax.world.generator import render
+from texter_jax.world.mosaics import mosaic_visible, render_mosaics, sample_mosaics
 from texter_jax.world.views import DEFAULT_MIX, sample_views, visible_attributes
 
 
@@ -33,6 +35,15 @@ def eval_set(seed: int, n: int, image_size: int, *, zoomed: bool = False):
         views = sample_views(seed, attrs, tuple((k, w) for k, w in DEFAULT_MIX if k != "whole"))
     images = render(attrs, seed, image_size=image_size, views=views) / np.float32(255)
     return attrs, images, visible_attributes(attrs, views, image_size)
+
+
+def eval_mosaics(seed: int, n: int, image_size: int, shared):
+    """Held-out mosaics (:mod:`texter_jax.world.mosaics`): their first tiles' records,
+    float32 images [N, S, S, 3] and what each shows [N, A] (only shared values)."""
+    seed = seed + 1_000_039
+    m = sample_mosaics(seed, n, image_size, shared=shared)
+    images = render_mosaics(m, seed) / np.float32(255)
+    return m.records(), images, mosaic_visible(m)
 
 
 @functools.partial(jax.jit, static_argnums=0)

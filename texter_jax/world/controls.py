@@ -5,14 +5,21 @@ aligner and CLIP's text side. Before a TEXTER hit rate means anything, that read
 be able to read canvases that plainly show the truth. Two controls, read through exactly
 the same crops:
 
-* :func:`upsampled_inputs` - the explained image itself, upsampled to the canvas: its
-  crops are close-ups of the input;
+* :func:`tiled_inputs` - the explained image itself, tiled at crop scale over the canvas
+  (each tile the size of a stage-3 crop, the grid at a random offset): every crop shows
+  the whole input once, cut across tiles, at the scale the crops read concept images
+  (TEXTER issue 21; the world's models see such views as mosaics,
+  :mod:`texter_jax.world.mosaics`);
 * :func:`value_canvases` - for one value of one attribute, a canvas that shows that
   value, and no other constant value, at the scale the crops see: a flat field of a
   colour; a background's texture with a crop spanning about a whole image of it; a
   grid of objects of one shape (random colours, patterns, sizes), spaced so that every
   crop holds a whole one, as in a wide view; a grid of badges of one colour; a grid of
   close-ups of one pattern.
+
+:func:`upsampled_inputs` (the input upsampled to the canvas) was the first control (a);
+it stays as a diagnostic: a 25-30 % crop of it shows part of the object and misses the
+badge, so it cannot pass for shape or badge by construction (issue 9).
 
 Every canvas is rendered by :mod:`texter_jax.world.generator` from world records, so a
 control shows the world as its models learned it; nothing is fitted to concept images.
@@ -38,6 +45,44 @@ def upsampled_inputs(images: np.ndarray, canvas: int) -> np.ndarray:
     images = np.asarray(images, np.float32)
     n, _, _, c = images.shape
     return np.asarray(jax.image.resize(images, (n, canvas, canvas, c), "linear"))
+
+
+def tiled_inputs(images: np.ndarray, canvas: int, *, seed,
+                 crop_side: float = CROP_SIDE) -> np.ndarray:
+    """Each image tiled at stage-3 crop scale over a canvas, the grid at a random offset.
+
+    Each image is resized (bilinear, antialiased) to a tile of ``T = round(crop_side *
+    canvas)`` pixels; the canvas is the window ``[oy, oy + S) x [ox, ox + S)`` of an
+    endless grid of that tile, with ``(oy, ox)`` uniform in ``[0, T)``. So the canvas is
+    periodic with period T along both axes, and a crop of side T shows the whole image
+    once, cyclically shifted (cut across up to 2x2 tiles).
+
+    Args:
+      images: float [N, H, W, 3] in [0, 1].
+      canvas: S, the canvas side in pixels.
+      seed: int seed, JAX key or numpy Generator (the offsets).
+      crop_side: the crops' mean side as a fraction of the canvas.
+
+    Returns:
+      float32 [N, S, S, 3] in [0, 1].
+    """
+    images = np.asarray(images, np.float32)
+    n, _, _, c = images.shape
+    t = tile_px(canvas, crop_side)
+    tiles = np.clip(np.asarray(jax.image.resize(images, (n, t, t, c), "linear")), 0.0, 1.0)
+    offsets = as_numpy_rng(seed).integers(0, t, (n, 2))
+    reps = -(-canvas // t) + 1  # ceil(S / T) + 1 tiles cover any offset
+    out = np.empty((n, canvas, canvas, c), np.float32)
+    for i in range(n):
+        big = np.tile(tiles[i], (reps, reps, 1))
+        oy, ox = offsets[i]
+        out[i] = big[oy:oy + canvas, ox:ox + canvas]
+    return out
+
+
+def tile_px(canvas: int, crop_side: float = CROP_SIDE) -> int:
+    """The tile side of :func:`tiled_inputs`: a mean stage-3 crop, in pixels."""
+    return max(1, int(round(crop_side * canvas)))
 
 
 def _off_view(attrs: WorldAttrs, *, objects: bool, badges: bool) -> WorldAttrs:
