@@ -52,8 +52,14 @@ def test_the_check_sees_function_local_imports(tmp_path):
 def test_public_api_names_resolve():
     import texter_jax
 
+    import types
+
     missing = [n for n in texter_jax.__all__ if getattr(texter_jax, n, None) is None]
     assert not missing, missing
+    # a public name must not be shadowed by a submodule of the same name once imported
+    modules = [n for n in texter_jax.__all__ if isinstance(getattr(texter_jax, n),
+                                                          types.ModuleType)]
+    assert not modules, modules
     assert texter_jax.explain_batch.__module__ == "texter_jax.explain"
     assert texter_jax.contributions_of.__name__ == "contributions"
 

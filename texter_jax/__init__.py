@@ -40,7 +40,7 @@ _EXPORTS = {
     "session": ("Banks", "Session", "SessionError", "load_session"),
     "text.encoder": ("text_encoder",),
     "types": ("ClassifierLike", "ImageTextModel"),
-    "unit_contributions": ("UnitContributions", "unit_contributions"),
+    "unit_scores": ("UnitContributions", "unit_contributions"),
 }
 # Public name -> (module, attribute) where the attribute's name differs.
 _RENAMED = {"contributions_of": ("explain", "contributions"),
