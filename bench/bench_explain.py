@@ -92,7 +92,7 @@ def main() -> None:
     # ---- stage 2 (JAX)
     magnitude = default_spectrum(args.canvas)
     objective = sae_objective(clf, variables, sae_encode, sae.params, top_k=sae.top_k)
-    cfg = MacoConfig(canvas=args.canvas, steps=args.steps)
+    cfg = MacoConfig(canvas=args.canvas, steps=args.steps, crop_size=clf.image_size)
     units = jnp.tile(jnp.arange(6, dtype=jnp.int32)[None], (B, 1))
     keys = jax.random.split(jax.random.key(0), B)
     maco_step = {}

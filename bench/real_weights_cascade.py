@@ -141,7 +141,8 @@ def main() -> None:
     clf, var0 = rw.flax_lite0()
     classes = rw.imagenet_classes()
     x = jnp.asarray(np.stack([rw.photo(p) for p in photos]))
-    cfg = MacoConfig(canvas=args.canvas, steps=args.steps, n_crops=args.crops)
+    cfg = MacoConfig(canvas=args.canvas, steps=args.steps, n_crops=args.crops,
+                     crop_size=clf.image_size)
     mag = default_spectrum(args.canvas)
     keys_for = lambda s: jax.vmap(lambda i: jax.random.fold_in(jax.random.key(s), i))(
         jnp.arange(len(photos), dtype=jnp.uint32))

@@ -110,7 +110,7 @@ def our_maco(clf, variables, ranked_ids, photo_index, magnitude, args):
     import jax
     from texter_jax.emphasis import MacoConfig, features_objective, maco_batch_with_retry
     from texter_jax.explain import image_keys
-    cfg = MacoConfig(canvas=args.canvas, steps=args.steps)
+    cfg = MacoConfig(canvas=args.canvas, steps=args.steps, crop_size=clf.image_size)
     keys = image_keys(args.seed, [photo_index])
     keys = jax.vmap(lambda k: jax.random.fold_in(k, 0))(keys)  # as explain_batch
     stamps = []

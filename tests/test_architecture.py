@@ -1,7 +1,7 @@
 """The two floors (DEVELOPING.md, "Architecture"): the library ``texter_jax/`` never
 reaches up into the apps floor (``apps``, ``converters``, ``train``, ``eval``), never
 parses arguments and never imports torch; only the tokenizer loader may import
-``transformers``, inside a function. Checked on the source, function-local imports
+``transformers``, and the adapters ``keras`` and ``equinox``, inside a function. Checked on the source, function-local imports
 included, so a lazy import cannot hide a wrong-way edge."""
 
 from __future__ import annotations
@@ -12,6 +12,9 @@ from pathlib import Path
 LIBRARY = Path(__file__).resolve().parents[1] / "texter_jax"
 APPS_FLOOR = {"apps", "converters", "train", "eval", "bench", "tests"}
 NEVER = {"argparse", "torch", "torchvision"}
+# Imported only inside functions: the tokenizer loader's transformers, the adapters'
+# Keras and Equinox (``import texter_jax`` needs none of them).
+LAZY = {"transformers", "keras", "equinox"}
 
 
 def _imports(path: Path) -> list[tuple[str, int, bool]]:
@@ -35,7 +38,7 @@ def test_library_imports_only_downwards():
     for path in sorted(LIBRARY.rglob("*.py")):
         rel = path.relative_to(LIBRARY.parent)
         for name, line, at_top in _imports(path):
-            if name in APPS_FLOOR or name in NEVER or (name == "transformers" and at_top):
+            if name in APPS_FLOOR or name in NEVER or (name in LAZY and at_top):
                 wrong.append(f"{rel}:{line} imports {name}")
     assert not wrong, "\n".join(wrong)
 
@@ -49,8 +52,14 @@ def test_the_check_sees_function_local_imports(tmp_path):
 def test_public_api_names_resolve():
     import texter_jax
 
+    import types
+
     missing = [n for n in texter_jax.__all__ if getattr(texter_jax, n, None) is None]
     assert not missing, missing
+    # a public name must not be shadowed by a submodule of the same name once imported
+    modules = [n for n in texter_jax.__all__ if isinstance(getattr(texter_jax, n),
+                                                          types.ModuleType)]
+    assert not modules, modules
     assert texter_jax.explain_batch.__module__ == "texter_jax.explain"
     assert texter_jax.contributions_of.__name__ == "contributions"
 

@@ -20,8 +20,15 @@ __version__ = "0.1.0"  # the package version (pyproject.toml reads it from here)
 
 # module -> the public names it defines.
 _EXPORTS = {
+    "adapters.equinox_model": ("from_equinox",),
+    "adapters.keras_model": ("capture_keras", "from_keras"),
+    "adapters.linen_model": ("from_linen",),
+    "adapters.nnx_model": ("nnx_classifier",),
     "aligner": ("Aligner", "align"),
-    "classifier": ("Classifier", "FunctionClassifier", "nnx_classifier"),
+    "capture": ("Capture", "LayerNotFound", "capture_function", "capture_linen",
+                "capture_nnx"),
+    "classifier": ("Classifier", "FunctionClassifier"),
+    "classifier_check": ("ClassifierMismatch", "ComputeDtypeWarning", "check_classifier"),
     "contributions": ("ig_features", "ig_sae_codes", "integrated_gradients", "top_units"),
     "config": ("ExplainConfig", "MacoConfig", "PRESETS"),
     "emphasis": ("default_spectrum", "maco", "maco_batch", "spectrum_from_images"),
@@ -31,10 +38,11 @@ _EXPORTS = {
     "io.checkpoints": ("load_model", "save_model"),
     "mapping": ("rank_concepts", "retrieve"),
     "models.registry": ("build_model",),
-    "sae": ("Sae", "SaeConfig", "load_sae", "sae_decode", "sae_encode"),
+    "sae": ("Sae", "SaeConfig", "init_sae", "load_sae", "sae_decode", "sae_encode"),
     "session": ("Banks", "Session", "SessionError", "load_session"),
     "text.encoder": ("text_encoder",),
     "types": ("ClassifierLike", "ImageTextModel"),
+    "unit_scores": ("UnitContributions", "unit_contributions"),
 }
 # Public name -> (module, attribute) where the attribute's name differs.
 _RENAMED = {"contributions_of": ("explain", "contributions"),

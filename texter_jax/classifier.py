@@ -18,7 +18,6 @@ from typing import Any
 import chex
 import jax.numpy as jnp
 from flax import linen as nn
-from flax import nnx
 
 from texter_jax.types import Array, Variables
 
@@ -97,9 +96,10 @@ class Classifier:
 class FunctionClassifier:
     """Any JAX classifier given as two pure functions (satisfies ``ClassifierLike``).
 
-    Bring your own model: a Flax NNX model (:func:`nnx_classifier`), Equinox, Haiku, or
-    plain ``jax.numpy``. The functions are compared by identity, so build the wrapper
-    once and reuse it (a new one recompiles the jitted stages).
+    Bring your own model: plain ``jax.numpy``, Haiku, or anything else; Keras, Equinox,
+    Linen and NNX have adapters that build one (:mod:`texter_jax.adapters`). The
+    functions are compared by identity, so build the wrapper once and reuse it (a new
+    one recompiles the jitted stages).
 
     Attributes:
       features_fn: ``(variables, images float32 [B, S, S, 3] in [0, 1]) -> z [B, D]``;
@@ -128,27 +128,10 @@ class FunctionClassifier:
         return self.head(variables, self.features(variables, images))
 
 
-@dataclasses.dataclass(frozen=True)
-class _NnxMethod:
-    """``(state, x) -> nnx.merge(graphdef, state).<method>(x)``, hashable by graphdef."""
-
-    graphdef: Any
-    method: str
-
-    def __call__(self, state, x):
-        return getattr(nnx.merge(self.graphdef, state), self.method)(x)
-
-
-def nnx_classifier(model, *, image_size: int, feature_dim: int, num_classes: int,
-                   features: str = "features", head: str = "head"):
-    """(FunctionClassifier, state) for a Flax NNX model with ``features`` / ``head`` methods.
-
-    ``nnx.split`` separates the model into a static graph and a state pytree; every stage
-    then calls ``nnx.merge(graph, state).features(x)`` inside its jitted code, so the
-    state is what the stages take as ``variables``.
-    """
-    graphdef, state = nnx.split(model)
-    clf = FunctionClassifier(_NnxMethod(graphdef, features), _NnxMethod(graphdef, head),
-                             image_size=image_size, feature_dim=feature_dim,
-                             num_classes=num_classes, family="nnx")
-    return clf, state
+def __getattr__(name):
+    # nnx_classifier moved to texter_jax.adapters.nnx_model (which imports this module);
+    # old imports from here keep working.
+    if name == "nnx_classifier":
+        from texter_jax.adapters.nnx_model import nnx_classifier
+        return nnx_classifier
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

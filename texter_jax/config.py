@@ -21,7 +21,9 @@ class MacoConfig:
       steps: optimisation steps.
       learning_rate, b1, b2, eps, momentum_decay: torch NAdam settings.
       n_crops: random crops per step.
-      crop_size: side of each crop fed to the objective (the model input).
+      crop_size: side of each crop fed to the objective. None (default): the explained
+        classifier's ``image_size``, filled in by ``explain_batch`` (see
+        :meth:`for_image_size`); set it only for a model that takes other sizes.
       side_range: crop side, uniform in this range, as a fraction of S (the release's
         effective 0.25-0.30, from its box_size (0.20, 0.25); see ``crops.py``).
       centre_std: std of each crop centre around 0.5, per axis.
@@ -45,7 +47,7 @@ class MacoConfig:
     eps: float = 1e-8
     momentum_decay: float = 4e-3
     n_crops: int = 6
-    crop_size: int = 224
+    crop_size: int | None = None
     side_range: tuple[float, float] = (0.25, 0.30)
     centre_std: float = 0.15
     clip_boxes: bool = False
@@ -60,12 +62,21 @@ class MacoConfig:
         lo, hi = self.side_range
         if not 0 < lo <= hi <= 1:
             raise ValueError(f"side_range must satisfy 0 < low <= high <= 1, got {self.side_range}")
-        if self.canvas < 2 or self.steps < 1 or self.n_crops < 1 or self.crop_size < 1:
-            raise ValueError("canvas >= 2, steps >= 1, n_crops >= 1, crop_size >= 1 required")
+        if (self.canvas < 2 or self.steps < 1 or self.n_crops < 1
+                or (self.crop_size is not None and self.crop_size < 1)):
+            raise ValueError("MacoConfig needs canvas >= 2, steps >= 1, n_crops >= 1 and "
+                             f"crop_size None or >= 1, got {self}")
         if self.stop_rtol is not None and (self.stop_rtol < 0 or self.stop_window < 1
                                            or self.steps % self.stop_window):
             raise ValueError(f"with stop_rtol, steps ({self.steps}) must be a multiple of "
                              f"stop_window ({self.stop_window}) and stop_rtol >= 0")
+
+    def for_image_size(self, image_size: int) -> "MacoConfig":
+        """This config with ``crop_size`` None replaced by ``image_size`` (the
+        classifier's input side); an explicit ``crop_size`` is kept."""
+        if self.crop_size is not None:
+            return self
+        return dataclasses.replace(self, crop_size=int(image_size))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -82,8 +93,11 @@ class ExplainConfig:
         more unit" retry (>= k_neu).
       maco: stage-2 settings.
       map_crops: crops of the concept image per image in stage 3 (release: 6).
-      compute_dtype: ``"bfloat16"`` runs the classifier's MACO forward/backward in bf16;
-        None keeps float32 everywhere.
+      compute_dtype: ``"bfloat16"`` casts the crops and the classifier's floating
+        weights to bf16 for MACO's forward/backward; None keeps float32 everywhere. A
+        model that casts back to its own dtype (a Keras float32 dtype policy, a Flax
+        module's ``dtype=``) still runs in float32: ``explain_batch`` warns once
+        (:class:`~texter_jax.classifier_check.ComputeDtypeWarning`).
       max_retries: bound on the MACO retries per image (the release has none).
       unit_ranking: ``"abs"`` ranks units by |attribution| as the release does (units
         that argue *against* the class can be selected); ``"signed"`` keeps the largest
@@ -131,6 +145,11 @@ class ExplainConfig:
             raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
         maco = dataclasses.replace(overrides.pop("maco", MacoConfig()), **PRESETS[name])
         return cls(maco=maco, **overrides)
+
+    def for_image_size(self, image_size: int) -> "ExplainConfig":
+        """This config with MACO's crop size resolved (:meth:`MacoConfig.for_image_size`)."""
+        maco = self.maco.for_image_size(image_size)
+        return self if maco is self.maco else dataclasses.replace(self, maco=maco)
 
 
 # Presets by name: the MacoConfig fields each one sets over the release's defaults.

@@ -25,7 +25,7 @@ import numpy as np
 from texter_jax import mapping
 from texter_jax.aligner import Aligner
 from texter_jax.batching import host_read, local_placement
-from texter_jax.classifier import Classifier
+from texter_jax.classifier_check import check_classifier
 from texter_jax.config import PRESETS, ExplainConfig, MacoConfig
 from texter_jax.emphasis import (MacoResult, default_spectrum, features_objective, logits_objective,
                                  maco_batch_with_retry, sae_objective)
@@ -35,7 +35,7 @@ from texter_jax.sae import Sae, sae_encode
 from texter_jax.stages import (UNIT_SELECTORS, Contributions, Prediction,
                                contributions, embed_concept_images, predict, select_units,
                                text_to_concept, text_to_concept_embeddings)
-from texter_jax.types import Array, PRNGKey, Variables
+from texter_jax.types import Array, ClassifierLike, PRNGKey, Variables
 
 # The settings and the stages are re-exported: here is where users look for them.
 __all__ = [
@@ -98,7 +98,7 @@ def fold_keys(keys: PRNGKey, tag: str) -> PRNGKey:
     return jax.vmap(lambda k: jax.random.fold_in(k, KEY_TAGS[tag]))(keys)
 
 
-def explain_batch(classifier: Classifier, variables: Variables, aligner: Aligner,
+def explain_batch(classifier: ClassifierLike, variables: Variables, aligner: Aligner,
                   text_emb: Array, images, keys: PRNGKey, config: ExplainConfig,
                   *, sae: Sae | None = None, magnitude=None, class_idx=None,
                   units: str = "ig", reader_variables: Variables | None = None,
@@ -166,14 +166,16 @@ class ExplanationArrays(NamedTuple):
     retries: np.ndarray | None
 
 
-def explain_arrays(classifier: Classifier, variables: Variables, aligner: Aligner,
+def explain_arrays(classifier: ClassifierLike, variables: Variables, aligner: Aligner,
                    text_emb: Array, images, keys: PRNGKey, config: ExplainConfig,
                    *, sae: Sae | None = None, magnitude=None, class_idx=None,
                    units: str = "ig", reader_variables: Variables | None = None,
                    progress: Callable[[int], None] | None = None) -> ExplanationArrays:
     """The device part of :func:`explain_batch` (same arguments): the stages' outputs
     as device arrays split along the batch, padded to a multiple of the local device
-    count. Nothing is read to the host but each retry round's [B] mask."""
+    count. Nothing is read to the host but each retry round's [B] mask. The classifier is
+    first traced against the other parts (:func:`~texter_jax.classifier_check.
+    check_classifier`), which also resolves ``config.maco.crop_size`` None."""
     chex.assert_rank(images, 4)
     size = classifier.image_size
     if tuple(images.shape[1:]) != (size, size, 3):
@@ -183,6 +185,8 @@ def explain_arrays(classifier: Classifier, variables: Variables, aligner: Aligne
                          "use_sae=False)")
     if len(keys) != images.shape[0]:
         raise ValueError(f"{len(keys)} keys for {images.shape[0]} images")
+    config = check_classifier(classifier, variables, aligner=aligner,
+                              sae=sae if config.use_sae else None, config=config)
     placement = local_placement()
     if magnitude is None:
         magnitude = default_spectrum(config.maco.canvas)
@@ -259,7 +263,7 @@ def _explanation(host: ExplanationArrays, retries: np.ndarray, config: ExplainCo
     return Explanation(*(None if a is None else a[:n_real] for a in out))
 
 
-def text_to_concept_embed_batch(classifier: Classifier, variables: Variables,
+def text_to_concept_embed_batch(classifier: ClassifierLike, variables: Variables,
                                 aligner: Aligner, images) -> tuple[np.ndarray, ...]:
     """Text-to-Concept's image side for a batch, one classifier pass (padded, split over
     this process's devices).
@@ -267,6 +271,7 @@ def text_to_concept_embed_batch(classifier: Classifier, variables: Variables,
     Returns:
       ``(label [B], prob [B], embeddings [B, 1, E])`` as host arrays.
     """
+    check_classifier(classifier, variables, aligner=aligner, caller="text_to_concept")
     placement = local_placement()
     images, n_real = placement.pad(jnp.asarray(images, jnp.float32))
     variables, w, b = placement.put_replicated(
@@ -278,7 +283,7 @@ def text_to_concept_embed_batch(classifier: Classifier, variables: Variables,
     return label[:n_real], prob[:n_real], emb[:n_real]
 
 
-def text_to_concept_batch(classifier: Classifier, variables: Variables, aligner: Aligner,
+def text_to_concept_batch(classifier: ClassifierLike, variables: Variables, aligner: Aligner,
                           text_emb: Array, images) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The Text-to-Concept baseline for a batch, scored against one text bank.
 

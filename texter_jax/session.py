@@ -19,6 +19,7 @@ import numpy as np
 from texter_jax import aligner as aligner_io
 from texter_jax import sae as sae_io
 from texter_jax.aligner import Aligner
+from texter_jax.classifier_check import ClassifierMismatch, check_classifier
 from texter_jax.concepts.banks import ConceptBankError, load_concepts, resolve_bank
 from texter_jax.explain import (ExplainConfig, Explanation, explain_batch,
                                 text_to_concept_embed_batch)
@@ -84,6 +85,10 @@ class Session:
         if not isinstance(self.clip, ImageTextModel):
             raise SessionError(f"{name('clip', 'the CLIP')} is not an image-text model "
                                "(it needs encode_image, encode_text, embed_dim)")
+        try:  # traced once on one image: features [1, D] and logits [1, C] as declared
+            check_classifier(self.classifier, self.variables, caller="Session")
+        except ClassifierMismatch as err:
+            raise SessionError(f"{name('classifier', 'the classifier')}: {err}") from err
         d, e = self.classifier.feature_dim, self.clip.embed_dim
         if tuple(self.aligner.w.shape) != (e, d):
             raise SessionError(

@@ -16,10 +16,9 @@ import jax.numpy as jnp
 
 from texter_jax import mapping
 from texter_jax.aligner import Aligner, align
-from texter_jax.classifier import Classifier
 from texter_jax.contributions import ig_features, ig_sae_codes, random_units, top_units
 from texter_jax.sae import Sae, sae_encode
-from texter_jax.types import Array, PRNGKey, Variables
+from texter_jax.types import Array, ClassifierLike, PRNGKey, Variables
 
 # How stage 1 picks units: integrated gradients (TEXTER), or uniformly at random from the
 # active pool (the "random units" sanity reference).
@@ -46,7 +45,7 @@ class Contributions(NamedTuple):
 
 
 
-def predict(classifier: Classifier, variables: Variables, images: Array) -> Prediction:
+def predict(classifier: ClassifierLike, variables: Variables, images: Array) -> Prediction:
     """images float32 [B, H, W, 3] in [0, 1] -> features, logits, softmax, argmax."""
     z = classifier.features(variables, images)
     logits = classifier.head(variables, z)
@@ -54,7 +53,7 @@ def predict(classifier: Classifier, variables: Variables, images: Array) -> Pred
                       jnp.argmax(logits, axis=-1).astype(jnp.int32))
 
 
-def contributions(classifier: Classifier, variables: Variables, z: Array, class_idx: Array,
+def contributions(classifier: ClassifierLike, variables: Variables, z: Array, class_idx: Array,
                   sae: Sae | None, *, steps: int, method: str, ranked: int,
                   ranking: str = "abs", chunk: int | None = None,
                   unroll: bool = False) -> Contributions:
@@ -87,7 +86,7 @@ def contributions(classifier: Classifier, variables: Variables, z: Array, class_
     return Contributions(scores, ids, vals, ids >= 0)
 
 
-def select_units(classifier: Classifier, variables: Variables, z: Array, class_idx: Array,
+def select_units(classifier: ClassifierLike, variables: Variables, z: Array, class_idx: Array,
                  sae: Sae | None, keys: PRNGKey, *, selector: str, steps: int, method: str,
                  ranked: int, ranking: str = "abs", chunk: int | None = None,
                  unroll: bool = False) -> Contributions:
@@ -113,7 +112,7 @@ def select_units(classifier: Classifier, variables: Variables, z: Array, class_i
     return Contributions(jnp.zeros(active.shape, jnp.float32), ids, zeros, valid)
 
 
-def embed_concept_images(classifier: Classifier, variables: Variables, aligner: Aligner,
+def embed_concept_images(classifier: ClassifierLike, variables: Variables, aligner: Aligner,
                          keys: PRNGKey, images: Array, transparency: Array, *,
                          n_crops: int, whole: bool = False,
                          unroll: bool = False) -> tuple[Array, Array]:
@@ -134,7 +133,7 @@ def embed_concept_images(classifier: Classifier, variables: Variables, aligner: 
                                  n_crops=n_crops, whole=whole)
 
 
-def text_to_concept(classifier: Classifier, variables: Variables, aligner: Aligner,
+def text_to_concept(classifier: ClassifierLike, variables: Variables, aligner: Aligner,
                     images: Array) -> tuple[Prediction, Array]:
     """The Text-to-Concept baseline's image side with the prediction, one classifier pass.
 
@@ -145,7 +144,7 @@ def text_to_concept(classifier: Classifier, variables: Variables, aligner: Align
     return pred, align(aligner.w, aligner.b, pred.z)[:, None, :]
 
 
-def text_to_concept_embeddings(classifier: Classifier, variables: Variables,
+def text_to_concept_embeddings(classifier: ClassifierLike, variables: Variables,
                                aligner: Aligner, images: Array) -> Array:
     """:func:`text_to_concept` without the prediction: [B, H, W, 3] -> [B, 1, E]."""
     return text_to_concept(classifier, variables, aligner, images)[1]

@@ -67,6 +67,11 @@ def render_batch(objective: Callable[..., Array], keys: PRNGKey, magnitude: Arra
     Returns:
       :class:`MacoResult` with a leading [B] axis.
     """
+    if config.crop_size is None:
+        raise ValueError("MACO: MacoConfig.crop_size is None (explain_batch fills in the "
+                         "classifier's image_size); calling maco / maco_batch directly, pass "
+                         "MacoConfig(crop_size=<the model's input side>) or "
+                         "config.for_image_size(classifier.image_size)")
     opt = torch_nadam(config.learning_rate, config.b1, config.b2, config.eps,
                       config.momentum_decay)
     magnitude = magnitude.astype(jnp.float32)

@@ -21,9 +21,8 @@ import jax
 import jax.numpy as jnp
 from jax.tree_util import Partial
 
-from texter_jax.classifier import Classifier
 from texter_jax.sae import sae_encode
-from texter_jax.types import Array, Variables
+from texter_jax.types import Array, ClassifierLike, Variables
 
 
 def unit_score(acts: Array, unit_ids: Array, unit_mask: Array | None = None) -> Array:
@@ -43,7 +42,8 @@ def unit_score(acts: Array, unit_ids: Array, unit_mask: Array | None = None) -> 
     return jnp.sum(per_unit)
 
 
-def _cast_floats(tree, dtype):
+def cast_floats(tree, dtype):
+    """Every floating leaf of ``tree`` cast to ``dtype``; other leaves (ints, keys) kept."""
     return jax.tree.map(
         lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
 
@@ -52,7 +52,7 @@ def _cast_floats(tree, dtype):
 class _UnitActivations:
     """Static part of a unit objective (hashable, compared by value)."""
 
-    classifier: Classifier
+    classifier: ClassifierLike
     compute_dtype: str | None = None
     sae_encode_fn: Callable | None = None
     top_k: int | None = None
@@ -64,7 +64,7 @@ class _UnitActivations:
             # Forward/backward of the classifier in low precision; the caller's image
             # and weights stay float32 and the result returns to float32.
             dtype = jnp.dtype(self.compute_dtype)
-            variables = _cast_floats(variables, dtype)
+            variables = cast_floats(variables, dtype)
             crops = crops.astype(dtype)
         z = self.classifier.features(variables, crops)
         if self.logits:
@@ -76,7 +76,7 @@ class _UnitActivations:
         return unit_score(z, unit_ids, unit_mask)
 
 
-def features_objective(classifier: Classifier, variables: Variables, *,
+def features_objective(classifier: ClassifierLike, variables: Variables, *,
                        compute_dtype=None) -> Partial:
     """Objective over penultimate features: ``f(crops, unit_ids, unit_mask) -> score``.
 
@@ -96,7 +96,7 @@ def features_objective(classifier: Classifier, variables: Variables, *,
     return Partial(static, variables, None)
 
 
-def logits_objective(classifier: Classifier, variables: Variables, *,
+def logits_objective(classifier: ClassifierLike, variables: Variables, *,
                      compute_dtype=None) -> Partial:
     """Objective over the classifier's logits: units are classes.
 
@@ -108,7 +108,7 @@ def logits_objective(classifier: Classifier, variables: Variables, *,
     return Partial(static, variables, None)
 
 
-def sae_objective(classifier: Classifier, variables: Variables,
+def sae_objective(classifier: ClassifierLike, variables: Variables,
                   sae_encode_fn: Callable | None, sae_params: Any, *, top_k: int,
                   compute_dtype=None) -> Partial:
     """Objective over TopK SAE codes of the penultimate features.

@@ -3,7 +3,8 @@ a unit set per image (:func:`maco_batch`), and the batched program split over de
 
 The loop itself is :mod:`texter_jax.emphasis.loop`. Release defaults: canvas 1280, 512
 steps (``texter.py: num_maco_iter=512``; maco's own default is 1000), NAdam lr 1.0, 6
-crops of 224, centre std 0.15, side U[0.25, 0.30], noise 0.05, phase std 1.0.
+crops at the classifier's input size (224 there), centre std 0.15, side U[0.25, 0.30],
+noise 0.05, phase std 1.0.
 """
 
 from __future__ import annotations

@@ -122,7 +122,8 @@ def lower_explain(spec: ExplainSpec, placement: Placement, batch: int, *,
     Returns:
       ``{name: jax.stages.Lowered}``.
     """
-    cfg, clf = spec.config, spec.classifier
+    clf = spec.classifier
+    cfg = spec.config.for_image_size(clf.image_size)  # MACO's crops: the model's input
     rep = placement.replicated
     n = batch * placement.n_devices
     size, canvas = clf.image_size, cfg.maco.canvas
