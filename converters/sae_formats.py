@@ -36,11 +36,14 @@ SAELENS_CFG = "cfg.json"
 SAELENS_WEIGHTS = "sae_weights.safetensors"
 
 
-def _params(w_enc, b_enc, w_dec, b_dec, threshold=None) -> SaeParams:
+def _params(w_enc, b_enc, w_dec, b_dec, threshold=None, *, subtract_b_dec=True) -> SaeParams:
+    """``subtract_b_dec``: the library encodes ``x - b_dec`` (folded into the encoder
+    bias here); the decoder adds ``b_dec`` either way."""
     w_enc, b_enc, w_dec, b_dec = (np.asarray(a, np.float32) for a in (w_enc, b_enc, w_dec,
                                                                        b_dec))
     norms = np.linalg.norm(w_dec, axis=1).astype(np.float32)
-    params = {"encoder": {"kernel": w_enc, "bias": (b_enc - b_dec @ w_enc).astype(np.float32)},
+    bias = b_enc - b_dec @ w_enc if subtract_b_dec else b_enc
+    params = {"encoder": {"kernel": w_enc, "bias": bias.astype(np.float32)},
               "dictionary": {"weights": w_dec, "multiplier": np.zeros((), np.float32),
                              "scale": norms, "bias": b_dec}}
     if threshold is not None:
@@ -79,11 +82,9 @@ def load_saelens(path: str | os.PathLike) -> tuple[SaeConfig, SaeParams]:
     missing = [k for k in ("W_enc", "b_enc", "W_dec", "b_dec") if k not in t]
     if missing:
         raise CheckpointError(f"{path / SAELENS_WEIGHTS}: missing {', '.join(missing)}")
-    b_dec = t["b_dec"] if cfg.get("apply_b_dec_to_input", True) else 0.0 * t["b_dec"]
-    params = _params(t["W_enc"], t["b_enc"], t["W_dec"], b_dec,
-                     t.get("threshold") if arch == "jumprelu" else None)
-    if not cfg.get("apply_b_dec_to_input", True):  # decoder bias still added at decode
-        params["dictionary"]["bias"] = np.asarray(t["b_dec"], np.float32)
+    params = _params(t["W_enc"], t["b_enc"], t["W_dec"], t["b_dec"],
+                     t.get("threshold") if arch == "jumprelu" else None,
+                     subtract_b_dec=cfg.get("apply_b_dec_to_input", True))
     d, n = params["encoder"]["kernel"].shape
     k = int(cfg["k"]) if arch == "topk" else n
     return SaeConfig(d, n, k), params
