@@ -42,9 +42,9 @@ def main() -> None:
     import transformers
 
     torch.set_num_threads(args.threads)
-    from converters.clip import convert_hf_clip
-    from converters.resnet import convert_torchvision_resnet
-    from converters.state_dict import Source
+    from texter_jax.converters.clip import convert_hf_clip
+    from texter_jax.converters.resnet import convert_torchvision_resnet
+    from texter_jax.converters.state_dict import Source
     from texter_jax.models.registry import build_model
 
     rng = np.random.default_rng(0)

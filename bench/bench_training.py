@@ -35,7 +35,7 @@ def bench_sae(args, torch):
     import numpy as np
 
     from texter_jax.sae import SaeConfig, init_sae
-    from train.sae_train import (AuxK, SaeTrainConfig, _zero_acc, aux_state,
+    from texter_jax.train.sae_train import (AuxK, SaeTrainConfig, _zero_acc, aux_state,
                                  batch_topk_state, make_optimizer, make_train_step)
 
     d, n, k, bs = 2048, 16384, 1638, 1024
@@ -110,7 +110,7 @@ def bench_aligner(args, torch):
     import jax.numpy as jnp
     import numpy as np
 
-    from train.aligner import _make_epoch_fn, _schedule, sgd_optimizer
+    from texter_jax.train.aligner import _make_epoch_fn, _schedule, sgd_optimizer
 
     n, d, e, bs = 20000, 2048, 512, 100
     rng = np.random.default_rng(0)
@@ -157,7 +157,7 @@ def bench_aligner(args, torch):
         t = time.perf_counter()
         torch_epoch(ep)
         tt.append(time.perf_counter() - t)
-    from train.aligner import fit_closed_form
+    from texter_jax.train.aligner import fit_closed_form
 
     t = time.perf_counter()
     fit_closed_form(x, y)
@@ -176,7 +176,7 @@ def bench_extract(args):
     from PIL import Image
 
     from texter_jax.models.resnet import ResNetConfig, make_classifier, random_variables
-    from train.features import extract_features
+    from texter_jax.train.features import extract_features
 
     clf = make_classifier(ResNetConfig.from_depth(50))
     variables = jax.tree.map(jax.numpy.asarray, random_variables(clf, 0))

@@ -86,7 +86,7 @@ def explain_programs() -> None:
 
 
 def eval_programs() -> None:
-    from eval.scoring import PROGRAMS
+    from texter_jax.eval.scoring import PROGRAMS
     from tests.test_explain import _setup
 
     clf, v, sae, al, text, images = _setup()
@@ -105,8 +105,8 @@ def eval_programs() -> None:
 def training_programs() -> None:
     from tests.test_explain import _setup
     from texter_jax.sae import SaeConfig, init_sae
-    from train.feature_forward import make_forward
-    from train.sae_train import SaeTrainConfig, _zero_acc, make_optimizer, make_train_step
+    from texter_jax.train.feature_forward import make_forward
+    from texter_jax.train.sae_train import SaeTrainConfig, _zero_acc, make_optimizer, make_train_step
 
     clf, v, *_, images = _setup()
     images = np.concatenate([images, images, images[:2]])
@@ -125,7 +125,7 @@ def training_programs() -> None:
     xb = p.put_batch(jnp.ones((32, 16)))
     record("SAE training step", step.program, (state, xb),
            parallel="data parallel: rows split, gradients and metrics summed (psum)")
-    from train.aligner import _make_epoch_fn, sgd_optimizer
+    from texter_jax.train.aligner import _make_epoch_fn, sgd_optimizer
 
     tx = sgd_optimizer(0.01)
     al = p.put_replicated({"W": jnp.zeros((4, 16)), "b": jnp.zeros(4)})

@@ -36,7 +36,7 @@ def child(args) -> dict:
     import jax.numpy as jnp
     import numpy as np
 
-    from apps.plan_runner import build_spec
+    from texter_jax.cli.plan_runner import build_spec
     from texter_jax.explain import Aligner, Sae, explain_batch, image_keys
     from texter_jax.models.resnet import random_variables
     from texter_jax.plan import local_target, memory_facts

@@ -3,7 +3,7 @@
 Classifier: EfficientNet-Lite0 with its shipped ImageNet weights, converted to Flax
 (``bench/real_weights_common.py``); photos from ``skimage.data``. Levels, top-down and
 cumulative: original; head (``fc``); + ``head_conv``/``head_bn``; + block15; + block14; ...
-(``--levels`` randomised levels). Re-drawing is ``eval.sanity``'s: each tensor Gaussian
+(``--levels`` randomised levels). Re-drawing is ``texter_jax.eval.sanity``'s: each tensor Gaussian
 with its own mean/std, BatchNorm statistics kept; the head is found by
 ``sanity.head_paths``, each next block by ``sanity.last_block_prefix`` (excluding what is
 already re-drawn), and each level re-draws only its new tensors (key ``fold_in(2018,
@@ -61,7 +61,7 @@ PROFILE_CROPS, GRID, REDRAW_SEED, PROFILE_SEED = 32, 32, 2018, 7
 def cascade(clf, variables, n_levels):
     """[(name, variables, new paths)]: original, then cumulative re-draws, top-down."""
     import jax
-    from eval import sanity
+    from texter_jax.eval import sanity
     params = variables["params"]
     all_paths = sorted(sanity._path_str(p)  # private helper there: "a/b/c" leaf paths
                        for p, _ in jax.tree_util.tree_flatten_with_path(params)[0])
@@ -85,7 +85,7 @@ def cascade(clf, variables, n_levels):
 
 def rho(a, b, mask=None) -> float:
     import jax.numpy as jnp
-    from eval.metrics import spearman
+    from texter_jax.eval.metrics import spearman
     a, b = np.asarray(a, np.float32).ravel()[None], np.asarray(b, np.float32).ravel()[None]
     m = None if mask is None else jnp.asarray(np.asarray(mask).ravel()[None])
     r = float(spearman(jnp.asarray(a), jnp.asarray(b), m)[0])

@@ -48,8 +48,8 @@ def torch_lite0():
 
 def flax_lite0(path: str | None = None):
     """(Classifier, variables) converted from the shipped ``.pth`` by ``converters``."""
-    from converters.api import convert_source
-    from converters.state_dict import read_source
+    from texter_jax.converters.api import convert_source
+    from texter_jax.converters.state_dict import read_source
     from texter_jax.models.registry import build_model
 
     if path is None:

@@ -4,7 +4,7 @@ BatchTopK at the same k, two seeds each, on a world classifier's features.
 The features are a trained world classifier's (a ``texter demo`` cache holds four, e.g.
 ``OUT/cache/classifiers/shape``) of freshly rendered world scenes; 10 % are held out. Each
 SAE trains with the release recipe (Adam 5e-4, clip 1) at the sizes given, and the table
-reports, on the held-out rows (:func:`train.sae_report.sae_report`): dead fraction, R^2,
+reports, on the held-out rows (:func:`texter_jax.train.sae_report.sae_report`): dead fraction, R^2,
 explained variance, L0::
 
     python bench/sae_dead_latents.py OUT/cache/classifiers/shape [--images 20000]
@@ -42,14 +42,14 @@ def main() -> None:
     import jax
     import numpy as np
 
-    from eval.world_stack import _Rows
+    from texter_jax.world.stack import _Rows
     from texter_jax.batching import map_in_batches
     from texter_jax.io.checkpoints import load_model
     from texter_jax.sae import SaeConfig
     from texter_jax.world.attributes import sample_attributes
     from texter_jax.world.generator import render
-    from train.sae_report import sae_report
-    from train.sae_train import SaeTrainConfig, train_sae
+    from texter_jax.train.sae_report import sae_report
+    from texter_jax.train.sae_train import SaeTrainConfig, train_sae
 
     clf, variables = load_model(args.classifier)
     t = time.perf_counter()

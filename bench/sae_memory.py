@@ -31,7 +31,7 @@ def _state(n: int, d: int, tx, aux):
     import jax.numpy as jnp
 
     from texter_jax.sae import SaeConfig, init_sae
-    from train.sae_train import _zero_acc, aux_state
+    from texter_jax.train.sae_train import _zero_acc, aux_state
 
     def make():
         params = init_sae(jax.random.key(0), SaeConfig(d, n, max(n // 10, 1)))
@@ -46,7 +46,7 @@ def step_bytes(n: int, d: int, batch: int, aux: bool) -> int:
     """Compiled bytes of one training step (arguments + outputs - aliased + temp)."""
     import jax
 
-    from train.sae_train import AuxK, SaeTrainConfig, make_optimizer, make_train_step
+    from texter_jax.train.sae_train import AuxK, SaeTrainConfig, make_optimizer, make_train_step
 
     tx = make_optimizer(SaeTrainConfig())
     _, abstract, jnp = _state(n, d, tx, aux)
@@ -73,7 +73,7 @@ def check(n: int, d: int, batch: int, aux: bool) -> tuple[float, float]:
     import jax
     import numpy as np
 
-    from train.sae_train import AuxK, SaeTrainConfig, make_optimizer, make_train_step
+    from texter_jax.train.sae_train import AuxK, SaeTrainConfig, make_optimizer, make_train_step
 
     tx = make_optimizer(SaeTrainConfig())
     make, _, jnp = _state(n, d, tx, aux)

@@ -1,6 +1,6 @@
 """One entry point for every conversion: detect the layout, convert, save atomically.
 
-    >>> from converters.api import convert            # doctest: +SKIP
+    >>> from texter_jax.converters.api import convert            # doctest: +SKIP
     >>> convert("resnet50.pth", "models/resnet50")     # doctest: +SKIP
 
 Layouts and the converter function behind each (module, function):
@@ -14,27 +14,27 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from converters.mapping import ConversionError, Converted
-from converters.state_dict import Source, SourceError, nonfinite_tensors, read_source
+from texter_jax.converters.mapping import ConversionError, Converted
+from texter_jax.converters.state_dict import Source, SourceError, nonfinite_tensors, read_source
 
 # layout name -> (module, function). Two-file layouts (DINO) take `head=`.
 LAYOUTS: dict[str, tuple[str, str]] = {
-    "torchvision-resnet": ("converters.resnet", "convert_torchvision_resnet"),
-    "hf-resnet": ("converters.resnet", "convert_hf_resnet"),
-    "dino-resnet": ("converters.resnet", "convert_dino_resnet"),
-    "torchvision-vit": ("converters.vit", "convert_torchvision_vit"),
-    "hf-vit": ("converters.vit", "convert_hf_vit"),
-    "dino-vit": ("converters.vit", "convert_dino_vit"),
-    "hf-clip": ("converters.clip", "convert_hf_clip"),
-    "openai-clip": ("converters.clip", "convert_openai_clip"),
-    "efficientnet-lite": ("converters.efficientnet", "convert_efficientnet_lite"),
+    "torchvision-resnet": ("texter_jax.converters.resnet", "convert_torchvision_resnet"),
+    "hf-resnet": ("texter_jax.converters.resnet", "convert_hf_resnet"),
+    "dino-resnet": ("texter_jax.converters.resnet", "convert_dino_resnet"),
+    "torchvision-vit": ("texter_jax.converters.vit", "convert_torchvision_vit"),
+    "hf-vit": ("texter_jax.converters.vit", "convert_hf_vit"),
+    "dino-vit": ("texter_jax.converters.vit", "convert_dino_vit"),
+    "hf-clip": ("texter_jax.converters.clip", "convert_hf_clip"),
+    "openai-clip": ("texter_jax.converters.clip", "convert_openai_clip"),
+    "efficientnet-lite": ("texter_jax.converters.efficientnet", "convert_efficientnet_lite"),
 }
 NEEDS_HEAD = ("dino-resnet", "dino-vit")
 # A checkpoint this many keys away from a layout's table is reported as that layout.
 MAX_KEY_PROBLEMS = 8
 # Modules whose `detect_layout(keys)` is asked, in order.
-_DETECTORS = ("converters.clip", "converters.vit", "converters.resnet",
-              "converters.efficientnet")
+_DETECTORS = ("texter_jax.converters.clip", "texter_jax.converters.vit", "texter_jax.converters.resnet",
+              "texter_jax.converters.efficientnet")
 
 
 def detect_layout(source: Source) -> str:
@@ -138,7 +138,7 @@ def convert(source: str | Path, out_dir: str | Path, *, layout: str | None = Non
       head: linear-head weights file for DINO backbones.
       overwrite: replace an existing ``out_dir``.
       allow_pickle: unpickle whole-module files (runs code from them; see
-        :func:`converters.state_dict.load_torch_file`).
+        :func:`texter_jax.converters.state_dict.load_torch_file`).
       allow_nonfinite: convert weights holding NaN / inf (an error otherwise, naming them).
       **options: settings the weights cannot reveal, passed to the layout's converter
         (``num_classes``, ``num_heads``, ``text_heads``, ``activation``); None means
@@ -166,7 +166,7 @@ def convert(source: str | Path, out_dir: str | Path, *, layout: str | None = Non
     converted = convert_source(src, layout=layout, head=head_src, **options)
     extra_files: list[Path] = []
     if converted.family == "clip" and Path(str(source)).is_dir():
-        from converters.clip import tokenizer_files
+        from texter_jax.converters.clip import tokenizer_files
 
         extra_files = list(tokenizer_files(Path(str(source))))
     provenance = {"path": str(Path(str(source)).absolute()) if Path(str(source)).exists()

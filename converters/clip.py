@@ -6,32 +6,32 @@ here:
 
 * ``"hf-clip"``: a Hugging Face ``CLIPModel`` (``text_model.*``, ``vision_model.*``,
   ``visual_projection.weight``, ``text_projection.weight``, ``logit_scale``) with its
-  ``config.json``; see :func:`convert_hf_clip` (:mod:`converters.clip_hf`).
+  ``config.json``; see :func:`convert_hf_clip` (:mod:`texter_jax.converters.clip_hf`).
 * ``"openai-clip"``: an OpenAI ``clip`` state dict (``visual.conv1.weight``,
   ``visual.transformer.resblocks.N.attn.in_proj_weight``, ``token_embedding.weight``,
   ``ln_final``, ``text_projection`` ...); the architecture is read off the tensor shapes
   as OpenAI's ``build_model`` does; see :func:`convert_openai_clip`
-  (:mod:`converters.clip_openai`).
+  (:mod:`texter_jax.converters.clip_openai`).
 
 Only ViT image towers are supported; OpenAI's ModifiedResNet towers (RN50, RN101,
 RN50x4, RN50x16, RN50x64) are refused with a clear error.
 
 The tokenizer files of an HF folder are not weights: :func:`tokenizer_files` lists them
 and :func:`copy_tokenizer_files` puts them next to the converted model, where
-``texter_jax.text.ClipTokenizer.from_dir`` finds them (:mod:`converters.clip_tokenizer_files`).
+``texter_jax.text.ClipTokenizer.from_dir`` finds them (:mod:`texter_jax.converters.clip_tokenizer_files`).
 """
 
 from __future__ import annotations
 
 from typing import Iterable
 
-from converters.clip_hf import HF_LAYOUT, convert_hf_clip, hf_clip_config, hf_clip_rules
-from converters.clip_openai import (OPENAI_LAYOUT, OPENAI_RESNET_MODELS, OPENAI_VIT_MODELS,
+from texter_jax.converters.clip_hf import HF_LAYOUT, convert_hf_clip, hf_clip_config, hf_clip_rules
+from texter_jax.converters.clip_openai import (OPENAI_LAYOUT, OPENAI_RESNET_MODELS, OPENAI_VIT_MODELS,
                                     convert_openai_clip, openai_clip_config, openai_clip_rules)
-from converters.clip_tokenizer_files import (TOKENIZER_FILES, copy_tokenizer_files,
+from texter_jax.converters.clip_tokenizer_files import (TOKENIZER_FILES, copy_tokenizer_files,
                                              tokenizer_files)
-from converters.mapping import ConversionError, Converted
-from converters.state_dict import Source
+from texter_jax.converters.mapping import ConversionError, Converted
+from texter_jax.converters.state_dict import Source
 
 __all__ = [
     "HF_LAYOUT", "OPENAI_LAYOUT", "OPENAI_RESNET_MODELS", "OPENAI_VIT_MODELS", "TOKENIZER_FILES",

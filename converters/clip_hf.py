@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from converters.clip_rules import dense_rules, expected_variables, ln_rules, make_config
-from converters.mapping import (ConversionError, Converted, Rule, apply_rules, conv_kernel,
+from texter_jax.converters.clip_rules import dense_rules, expected_variables, ln_rules, make_config
+from texter_jax.converters.mapping import (ConversionError, Converted, Rule, apply_rules, conv_kernel,
                                 linear_kernel)
-from converters.state_dict import Source
+from texter_jax.converters.state_dict import Source
 from texter_jax.models import clip as clip_model
 from texter_jax.models.registry import config_to_dict
 
@@ -180,7 +180,7 @@ def convert_hf_clip(source: Source) -> Converted:
     """HF ``CLIPModel`` weights + ``config.json`` -> :class:`Converted` (family ``clip``).
 
     Args:
-      source: from :func:`converters.state_dict.read_source` on an HF folder (or cached
+      source: from :func:`texter_jax.converters.state_dict.read_source` on an HF folder (or cached
         id); ``source.hf_config`` must be the folder's ``config.json``.
 
     Raises:

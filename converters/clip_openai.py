@@ -13,10 +13,10 @@ from typing import Iterable
 
 import numpy as np
 
-from converters.clip_rules import dense_rules, expected_variables, ln_rules, make_config
-from converters.mapping import ConversionError, Converted, Rule, apply_rules, conv_kernel, identity
-from converters.vit_rules import head_count
-from converters.state_dict import Source
+from texter_jax.converters.clip_rules import dense_rules, expected_variables, ln_rules, make_config
+from texter_jax.converters.mapping import ConversionError, Converted, Rule, apply_rules, conv_kernel, identity
+from texter_jax.converters.vit_rules import head_count
+from texter_jax.converters.state_dict import Source
 from texter_jax.models import clip as clip_model
 from texter_jax.models.registry import config_to_dict
 
@@ -144,7 +144,7 @@ def convert_openai_clip(source: Source, *, activation: str = "quick_gelu",
     """OpenAI ``clip`` ViT state dict -> :class:`Converted` (family ``clip``).
 
     Args:
-      source: from :func:`converters.state_dict.read_source` on a torch state-dict file
+      source: from :func:`texter_jax.converters.state_dict.read_source` on a torch state-dict file
         (OpenAI's TorchScript archives must first be saved as a plain state dict:
         ``torch.save(torch.jit.load(p, map_location="cpu").state_dict(), out)``).
       activation: MLP activation. OpenAI models use ``"quick_gelu"``; open_clip models

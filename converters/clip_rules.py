@@ -1,15 +1,15 @@
-"""Pieces shared by the CLIP converters (:mod:`converters.clip_hf`, :mod:`converters.clip_openai`).
+"""Pieces shared by the CLIP converters (:mod:`texter_jax.converters.clip_hf`, :mod:`texter_jax.converters.clip_openai`).
 
 Rule builders for LayerNorm and Dense parameters, the expected (abstract) variables of a
 :class:`~texter_jax.models.clip.ClipConfig`, and config construction that reports an
-unsupported architecture as a :class:`~converters.mapping.ConversionError`.
+unsupported architecture as a :class:`~texter_jax.converters.mapping.ConversionError`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from converters.mapping import ConversionError, Rule, linear_kernel
+from texter_jax.converters.mapping import ConversionError, Rule, linear_kernel
 from texter_jax.models import clip as clip_model
 from texter_jax.models.registry import abstract_variables, config_to_dict
 

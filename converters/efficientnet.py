@@ -29,9 +29,9 @@ from typing import Iterable
 
 import numpy as np
 
-from converters.mapping import ConversionError, Converted, Rule, apply_rules
-from converters.resnet import _bn_rules, _conv_rule, _linear_rules, strip_prefix
-from converters.state_dict import Source
+from texter_jax.converters.mapping import ConversionError, Converted, Rule, apply_rules
+from texter_jax.converters.resnet import _bn_rules, _conv_rule, _linear_rules, strip_prefix
+from texter_jax.converters.state_dict import Source
 from texter_jax.models.efficientnet_lite import (FAMILY, VARIANTS, EfficientNetLiteConfig,
                                                  make_classifier)
 from texter_jax.models.registry import abstract_variables, config_to_dict

@@ -132,7 +132,7 @@ def apply_rules(state_dict: dict[str, np.ndarray], rules: Iterable[Rule],
 
 @dataclasses.dataclass
 class Converted:
-    """What every family converter returns; ``converters.api`` saves it."""
+    """What every family converter returns; ``texter_jax.converters.api`` saves it."""
 
     family: str  # registry family name, e.g. "resnet"
     config: dict[str, Any]  # JSON-ready config that `registry.build_model` accepts

@@ -30,8 +30,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from converters.mapping import ConversionError, Rule, apply_rules, linear_kernel
-from converters.state_dict import SourceError
+from texter_jax.converters.mapping import ConversionError, Rule, apply_rules, linear_kernel
+from texter_jax.converters.state_dict import SourceError
 from texter_jax.sae import SaeConfig, SaeParams, init_sae
 
 SAE_RULES = (

@@ -28,9 +28,9 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from converters.mapping import (ConversionError, Converted, Rule, apply_rules, conv_kernel,
+from texter_jax.converters.mapping import (ConversionError, Converted, Rule, apply_rules, conv_kernel,
                                 linear_kernel)
-from converters.state_dict import Source
+from texter_jax.converters.state_dict import Source
 from texter_jax.models.registry import abstract_variables, config_to_dict
 from texter_jax.models.resnet import ResNetConfig, make_classifier
 

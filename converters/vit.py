@@ -4,25 +4,25 @@ The entry point of the ViT converters: :func:`detect_layout` tells the layouts a
 from the state-dict keys; each layout's converter (and its torch key -> Flax path
 table) lives in its own module and is re-exported here:
 
-* ``torchvision-vit``: :func:`convert_torchvision_vit` (:mod:`converters.vit_torchvision`),
+* ``torchvision-vit``: :func:`convert_torchvision_vit` (:mod:`texter_jax.converters.vit_torchvision`),
   ``torchvision.models.VisionTransformer`` state dicts (``conv_proj``, ``class_token``,
   ``encoder.pos_embedding``, ``encoder.layers.encoder_layer_N.*``, ``heads.head``).
-* ``hf-vit``: :func:`convert_hf_vit` (:mod:`converters.vit_hf`),
+* ``hf-vit``: :func:`convert_hf_vit` (:mod:`texter_jax.converters.vit_hf`),
   ``ViTForImageClassification`` in both the on-disk (``vit.encoder.layer.N.*``) and
   the transformers-5 in-memory (``vit.layers.N.*``) namings.
-* ``dino-vit``: :func:`convert_dino_vit` (:mod:`converters.vit_dino`),
+* ``dino-vit``: :func:`convert_dino_vit` (:mod:`texter_jax.converters.vit_dino`),
   facebookresearch/dino backbones (``cls_token``, ``pos_embed``, ``patch_embed.proj``,
   ``blocks.N.*``, ``norm``) plus the separately trained ``eval_linear`` head.
 
-Rule builders and shape readers shared by the three: :mod:`converters.vit_rules`.
+Rule builders and shape readers shared by the three: :mod:`texter_jax.converters.vit_rules`.
 """
 
 from __future__ import annotations
 
-from converters.vit_dino import convert_dino_vit
-from converters.vit_hf import convert_hf_vit
-from converters.vit_rules import strip_prefixes
-from converters.vit_torchvision import convert_torchvision_vit
+from texter_jax.converters.vit_dino import convert_dino_vit
+from texter_jax.converters.vit_hf import convert_hf_vit
+from texter_jax.converters.vit_rules import strip_prefixes
+from texter_jax.converters.vit_torchvision import convert_torchvision_vit
 
 __all__ = ["convert_dino_vit", "convert_hf_vit", "convert_torchvision_vit", "detect_layout"]
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from converters.mapping import ConversionError, Converted
-from converters.state_dict import Source
-from converters.vit_rules import (TORCHVISION_HEADS, convert_with_rules, count_blocks,
+from texter_jax.converters.mapping import ConversionError, Converted
+from texter_jax.converters.state_dict import Source
+from texter_jax.converters.vit_rules import (TORCHVISION_HEADS, convert_with_rules, count_blocks,
                                   dense_rules, embedding_rules, grid_image_size,
                                   head_count, norm_rules, require_keys)
 from texter_jax.models import vit as vit_model

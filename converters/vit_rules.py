@@ -1,4 +1,4 @@
-"""Building blocks shared by the ViT converters (:mod:`converters.vit`).
+"""Building blocks shared by the ViT converters (:mod:`texter_jax.converters.vit`).
 
 Rule builders for the torch -> Flax key tables of ``vit`` / ``dino_vit`` (dense, norm,
 packed q|k|v, patch/class/position embeddings), the readers that infer an architecture
@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from converters.mapping import (ConversionError, Converted, Rule, apply_rules, conv_kernel,
+from texter_jax.converters.mapping import (ConversionError, Converted, Rule, apply_rules, conv_kernel,
                                 linear_kernel)
 from texter_jax.models.registry import abstract_variables, config_to_dict
 

@@ -11,9 +11,9 @@ import re
 
 import numpy as np
 
-from converters.mapping import ConversionError, Converted
-from converters.state_dict import Source
-from converters.vit_rules import (TORCHVISION_HEADS, check_num_classes, convert_with_rules,
+from texter_jax.converters.mapping import ConversionError, Converted
+from texter_jax.converters.state_dict import Source
+from texter_jax.converters.vit_rules import (TORCHVISION_HEADS, check_num_classes, convert_with_rules,
                                   count_blocks, dense_rules, embedding_rules,
                                   grid_image_size, head_count, norm_rules,
                                   packed_qkv_rules, require_keys)
@@ -33,7 +33,7 @@ def convert_torchvision_vit(source: Source, *, num_classes: int | None = None,
     """torchvision ``VisionTransformer`` state dict -> ``vit`` family.
 
     Args:
-      source: weights read by :func:`converters.state_dict.read_source`.
+      source: weights read by :func:`texter_jax.converters.state_dict.read_source`.
       num_classes: if given, the checkpoint's head must have this many classes.
       num_heads: attention heads; needed only for non-standard widths (the published
         ViT-B/L/H widths imply 12/16/16).

@@ -157,7 +157,7 @@ class Truth:
 
 
 def load_truth(path: str | os.PathLike) -> Truth:
-    """Reads a truth file (:data:`TRUTH_FORMAT`, written by :mod:`eval.world_set`)::
+    """Reads a truth file (:data:`TRUTH_FORMAT`, written by :mod:`texter_jax.world.eval_set`)::
 
         {"format": "texter_jax/eval-truth/v1",
          "meaning": {"grass background": ["background", "grass"], ...},

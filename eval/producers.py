@@ -17,9 +17,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from eval.data import EvalImage
-from eval.methods import TEXTER_METHODS, MethodSpec
-from eval.records import ArtifactCache, stable_hash
+from texter_jax.eval.data import EvalImage
+from texter_jax.eval.methods import TEXTER_METHODS, MethodSpec
+from texter_jax.eval.records import ArtifactCache, stable_hash
 from texter_jax.batching import pad_rows
 from texter_jax.explain import fold_keys, image_keys
 from texter_jax.session import Session

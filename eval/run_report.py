@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
-from apps.html_page import Card, markdown_to_html, write_page
-from eval.methods import config_dict
-from eval.plots import plot_curves, plot_distributions
-from eval.records import RecordStore, stable_hash
-from eval.sanity import describe
-from eval.summary import METRIC_INFO, summarize, write_summary
+from texter_jax.io.html_page import Card, markdown_to_html, write_page
+from texter_jax.eval.methods import config_dict
+from texter_jax.eval.plots import plot_curves, plot_distributions
+from texter_jax.eval.records import RecordStore, stable_hash
+from texter_jax.eval.sanity import describe
+from texter_jax.eval.summary import METRIC_INFO, summarize, write_summary
 from texter_jax.figures import save_png
 from texter_jax.io.atomic import write_json_atomic
 from texter_jax.io.images import ImageLoadError, load_preprocessed
@@ -21,7 +21,7 @@ THUMB = 128  # side of the page's input thumbnails
 
 def write_run_report(run, store: RecordStore, new: int, elapsed: float, pending: int) -> None:
     """summary.md / summary.csv, curves.png / distributions.png and run.json for the
-    records in ``store``; ``run`` is the :class:`eval.runner.EvalRun` that made them."""
+    records in ``store``; ``run`` is the :class:`texter_jax.eval.runner.EvalRun` that made them."""
     a, out = run.args, Path(run.args.out)
     labels = [m.label for m in run.methods]
     methods = labels + [m for m in dict.fromkeys(r["method"] for r in store.records)

@@ -1,9 +1,9 @@
 """Plumbing of ``texter eval``: sample an image folder, explain with every method, score.
 
 Builds a :class:`texter_jax.session.Session` as ``texter explain`` does
-(:func:`apps.artifacts.load_session`); the methods are in :mod:`eval.methods`, the
-explanations in :mod:`eval.producers`, the metrics in :mod:`eval.scoring` and
-:mod:`eval.metrics`, the end-of-run files in :mod:`eval.run_report`. Writes into ``--out``:
+(:func:`texter_jax.converters.artifacts.load_session`); the methods are in :mod:`texter_jax.eval.methods`, the
+explanations in :mod:`texter_jax.eval.producers`, the metrics in :mod:`texter_jax.eval.scoring` and
+:mod:`texter_jax.eval.metrics`, the end-of-run files in :mod:`texter_jax.eval.run_report`. Writes into ``--out``:
 
 * ``records.jsonl``: one line per (image, method), appended and flushed as computed;
   a re-run skips the pairs already there (resume) and tolerates a truncated last line;
@@ -23,18 +23,18 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from apps.artifacts import load_session
-from eval.data import (EvalDataError, EvalImage, file_digest, folder_labels, image_id,
+from texter_jax.converters.artifacts import load_session
+from texter_jax.eval.data import (EvalDataError, EvalImage, file_digest, folder_labels, image_id,
                        list_image_folder, load_for_classifier, load_for_clip, load_truth,
                        read_class_index, sample)
-from eval.methods import (METHODS, EvalSetupError, MethodSpec, config_dict, int_list,
+from texter_jax.eval.methods import (METHODS, EvalSetupError, MethodSpec, config_dict, int_list,
                           method_bases, method_specs)
-from eval.metrics import aligner_pullback
-from eval.producers import Producer
-from eval.records import ArtifactCache, RecordStore, gather_parts, part_path, stable_hash
-from eval.run_report import write_eval_page, write_run_report
-from eval.sanity import randomized_variables
-from eval.scoring import Scorer, jitted
+from texter_jax.eval.metrics import aligner_pullback
+from texter_jax.eval.producers import Producer
+from texter_jax.eval.records import ArtifactCache, RecordStore, gather_parts, part_path, stable_hash
+from texter_jax.eval.run_report import write_eval_page, write_run_report
+from texter_jax.eval.sanity import randomized_variables
+from texter_jax.eval.scoring import Scorer, jitted
 from texter_jax.batching import pad_rows
 from texter_jax.distributed import SINGLE
 from texter_jax.emphasis import default_spectrum
@@ -47,7 +47,7 @@ __all__ = ["EvalRun", "EvalSetupError", "MethodSpec", "METHODS", "SANITY"]
 
 
 class EvalRun:
-    """One ``texter eval`` invocation (see :mod:`eval.cli` for the flags)."""
+    """One ``texter eval`` invocation (see :mod:`texter_jax.cli.eval_cli` for the flags)."""
 
     def __init__(self, args, group=None):
         self.args = args

@@ -4,7 +4,7 @@
 the same after the model's weights are randomised, or after its inputs to the method are
 replaced by noise, does not explain the model. We randomise, then re-run the explanation
 and compare its concept scores with the real one by Spearman's rho
-(:func:`eval.metrics.spearman`). Three variants:
+(:func:`texter_jax.eval.metrics.spearman`). Three variants:
 
 * ``head``: the classifier head's parameters (those ``head(z)`` depends on, found by
   differentiating it, so any family works) are re-drawn;

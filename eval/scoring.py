@@ -16,8 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from eval.methods import MethodSpec
-from eval.metrics import (clip_scores, curve_auc, deletion_curve, directional_derivatives,
+from texter_jax.eval.methods import MethodSpec
+from texter_jax.eval.metrics import (clip_scores, curve_auc, deletion_curve, directional_derivatives,
                           feature_directions, hits_at_k, insertion_curve, spearman)
 from texter_jax import mapping
 from texter_jax.batching import pad_rows, run_split, split_program

@@ -16,8 +16,8 @@ from typing import Sequence
 
 import numpy as np
 
-from eval.metrics.bootstrap import bootstrap_table
-from eval.metrics.misclassification import SUBSETS, subset_masks
+from texter_jax.eval.metrics.bootstrap import bootstrap_table
+from texter_jax.eval.metrics.misclassification import SUBSETS, subset_masks
 from texter_jax.io.atomic import write_text_atomic
 
 # metric -> (description, which direction is better); order = table order.

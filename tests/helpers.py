@@ -24,11 +24,11 @@ def tiny_classifier_folder(out: Path, *, image_size=32, num_classes=5, seed=0) -
 
 def tiny_clip_folder(out: Path, work: Path, *, embed_dim=12, image_size=32, seed=0) -> Path:
     """A randomly initialised HF CLIPModel with BPE files built from the generic bank,
-    saved with save_pretrained and converted with ``converters.api.convert``."""
+    saved with save_pretrained and converted with ``texter_jax.converters.api.convert``."""
     import torch
     import transformers
 
-    from converters.api import convert
+    from texter_jax.converters.api import convert
 
     hf = work / "hf_clip"
     vocab = write_clip_tokenizer(hf, generic_bank(), n_merges=300)

@@ -22,7 +22,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from apps.cli import main  # noqa: E402
+from texter_jax.cli.main import main  # noqa: E402
 from tests.helpers import (aligner_folder, sae_folder, tiny_classifier_folder,  # noqa: E402
                            tiny_clip_folder)
 

@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _texter(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "apps", *args], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "texter_jax.cli", *args], cwd=REPO,
                           capture_output=True, text=True, env=env, timeout=300)
 
 
@@ -120,10 +120,10 @@ def test_load_model_rejects_foreign_folder(tmp_path):
 
 
 def test_core_library_never_imports_torch():
-    code = ("import sys, apps.cli, texter_jax.classifier, texter_jax.contributions, "
+    code = ("import sys, texter_jax.cli.main, texter_jax.classifier, texter_jax.contributions, "
             "texter_jax.mapping, texter_jax.sae, texter_jax.io.checkpoints, "
             "texter_jax.models.resnet, texter_jax.models.vit, texter_jax.models.clip; "
-            "apps.cli.build_parser(); "
+            "texter_jax.cli.main.build_parser(); "
             "bad=[m for m in sys.modules if m.split('.')[0] in ('torch','transformers')]; "
             "print(bad); sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,

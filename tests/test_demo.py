@@ -9,8 +9,8 @@ import shutil
 import numpy as np
 import pytest
 
-from eval.demo_config import METHODS, DemoConfig
-from eval.world_demo import WorldDemo
+from texter_jax.world.demo_config import METHODS, DemoConfig
+from texter_jax.world.demo import WorldDemo
 from texter_jax.world import DISCRETE
 
 

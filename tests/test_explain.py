@@ -208,7 +208,7 @@ def test_bf16_compute_tracks_fp32():
 def test_presets_and_cli_choices():
     import argparse
 
-    from apps import explain_cli
+    from texter_jax.cli import explain_cli
     from texter_jax.explain import PRESETS
 
     assert ExplainConfig.preset("release") == ExplainConfig()

@@ -35,7 +35,7 @@ def setup(tmp_path_factory):
 
 
 def _explain(*args):
-    return subprocess.run([sys.executable, "-m", "apps", "explain", *args], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "texter_jax.cli", "explain", *args], cwd=REPO,
                           capture_output=True, text=True, timeout=900)
 
 

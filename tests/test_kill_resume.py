@@ -22,13 +22,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _texter(argv: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "apps", *argv], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "texter_jax.cli", *argv], cwd=REPO,
                           capture_output=True, text=True, timeout=600)
 
 
 def _kill_when(argv: list[str], ready: Callable[[], bool], timeout: float = 300) -> None:
     """Starts ``texter argv`` and SIGKILLs it as soon as ``ready()`` holds."""
-    proc = subprocess.Popen([sys.executable, "-m", "apps", *argv], cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-m", "texter_jax.cli", *argv], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     t0 = time.monotonic()
     while not ready():

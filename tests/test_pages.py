@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from apps.html_page import Card, render_page, write_page
+from texter_jax.io.html_page import Card, render_page, write_page
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -57,7 +57,7 @@ def explained(tmp_path_factory):
     """A `texter explain` run on the tiny models: six images, figures on."""
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    from apps.cli import main
+    from texter_jax.cli.main import main
     from tests.helpers import aligner_folder, tiny_classifier_folder, tiny_clip_folder
     from tests.test_bad_inputs import _png
 
@@ -129,7 +129,7 @@ def test_eval_page(tmp_path):
     in a browser."""
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    from apps.cli import main
+    from texter_jax.cli.main import main
     from tests.helpers import aligner_folder, tiny_classifier_folder, tiny_clip_folder
     from tests.test_bad_inputs import _eval, _png
 

@@ -99,7 +99,7 @@ def test_texter_plan_cli_on_a_folder(tmp_path):
     folder = tiny_classifier_folder(tmp_path / "clf")
     out = tmp_path / "plan.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "apps", "plan", "--classifier", str(folder), "--local",
+        [sys.executable, "-m", "texter_jax.cli", "plan", "--classifier", str(folder), "--local",
          "--batch", "1", "2", "--canvas", "48", "--steps", "4", "--crops", "2",
          "--map-crops", "2", "--ig-steps", "8", "--clip-dim", "12", "--texts", "20",
          "--json", str(out)], cwd=REPO, capture_output=True, text=True, timeout=600)
@@ -114,7 +114,7 @@ def test_texter_plan_cli_on_a_folder(tmp_path):
         assert set(r["programs"]) == {"stage1", "maco", "stage3", "retrieve"}
         assert r["per_image"]["flops"] > 0
         assert all(p["host_transfers"] == 0 for p in r["programs"].values())
-    bad = subprocess.run([sys.executable, "-m", "apps", "plan", "--tpu", "v9z:1x1"],
+    bad = subprocess.run([sys.executable, "-m", "texter_jax.cli", "plan", "--tpu", "v9z:1x1"],
                          cwd=REPO, capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and "v9z:1x1" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1

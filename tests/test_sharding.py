@@ -78,7 +78,7 @@ def test_aligner_sgd_is_data_parallel_and_equals_one_device(found):
     import numpy as np
 
     from tests.multi_device_probe import aligner_data
-    from train.aligner import fit_sgd
+    from texter_jax.train.aligner import fit_sgd
 
     x, y = aligner_data()
     w, b, losses = fit_sgd(x, y, key=jax.random.key(0), epochs=3, batch_size=30)

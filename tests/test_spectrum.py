@@ -95,7 +95,7 @@ def test_measured_dc_is_replaced_by_the_lowest_ring():
 def test_spectrum_cli(tmp_path, capsys):
     from PIL import Image
 
-    from apps.cli import main
+    from texter_jax.cli.main import main
 
     rng = np.random.default_rng(0)
     folder = tmp_path / "imgs"

@@ -4,7 +4,7 @@ An aligner maps classifier features into CLIP's image space, ``h = z W^T + b``, 
 ``w`` float32 [E, D] and ``b`` float32 [E] (the release's ``W``/``b`` layout; TEXTER_SPEC
 "The linear aligner"). Fitting it is ``train/aligner.py``'s job; the release's
 ``linear_aligner.pth`` is read and written by ``converters/release.py``; choosing between
-the two formats by path is ``apps/artifacts.py``'s.
+the two formats by path is ``converters/artifacts.py``'s.
 
 Folder format (``FORMAT``): ``<path>/aligner.json`` (format, method, dims, metrics) and an
 Orbax ``<path>/params`` tree ``{"W", "b"}``, written atomically.

@@ -16,7 +16,7 @@ where ``multiplier`` is a fixed buffer equal to 0 (so the factor is 1). Encoding
 Params are a plain dict pytree (see :data:`SaeParams`); :class:`Sae` pairs them with k.
 Folder format (:func:`save` / :func:`load`): ``<path>/sae.json`` ({"format", "config"})
 and Orbax ``<path>/params``. Training lives in ``train/sae_train.py``; the release's
-``sae_model.pth`` in ``converters/release.py``; the choice by path in ``apps/artifacts.py``.
+``sae_model.pth`` in ``converters/release.py``; the choice by path in ``converters/artifacts.py``.
 
 References:
   Gao et al., "Scaling and evaluating sparse autoencoders", https://arxiv.org/abs/2406.04093

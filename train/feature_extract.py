@@ -1,8 +1,8 @@
 """Feature extraction over a list of images into memory-mappable shards (resumable).
 
-:func:`extract_features` decodes on the host (:mod:`train.feature_decode`), runs the
-jitted forward (:mod:`train.feature_forward`) and writes the shards and manifest of
-:mod:`train.feature_shards`, one atomic file at a time, so an interrupted run resumes.
+:func:`extract_features` decodes on the host (:mod:`texter_jax.train.feature_decode`), runs the
+jitted forward (:mod:`texter_jax.train.feature_forward`) and writes the shards and manifest of
+:mod:`texter_jax.train.feature_shards`, one atomic file at a time, so an interrupted run resumes.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ import numpy as np
 
 from texter_jax.distributed import SINGLE, ProcessGroup
 from texter_jax.io.atomic import write_bytes_atomic, write_json_atomic
-from train.feature_decode import PREPROCESS, ordered_map, preprocess_image
-from train.feature_forward import make_forward
-from train.feature_inputs import inputs_digest
-from train.feature_shards import FORMAT, MANIFEST, FeatureShardsError, read_manifest, shard_done
+from texter_jax.train.feature_decode import PREPROCESS, ordered_map, preprocess_image
+from texter_jax.train.feature_forward import make_forward
+from texter_jax.train.feature_inputs import inputs_digest
+from texter_jax.train.feature_shards import FORMAT, MANIFEST, FeatureShardsError, read_manifest, shard_done
 
 
 def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
@@ -39,7 +39,7 @@ def extract_features(items: Sequence[tuple[str, int]], features_fn: Callable,
                      classes: Sequence[str] = (),
                      extra_meta: dict[str, Any] | None = None,
                      progress: bool = True, group: ProcessGroup = SINGLE) -> Path:
-    """Runs ``features_fn`` over images and writes feature shards (layout: :mod:`train.features`).
+    """Runs ``features_fn`` over images and writes feature shards (layout: :mod:`texter_jax.train.features`).
 
     Args:
       items: ``[(path, label)]`` in the order the shards should hold them.

@@ -2,7 +2,7 @@
 
 A features folder holds ``manifest.json`` (:data:`MANIFEST`, format :data:`FORMAT`) and
 per shard ``i`` the files ``features_{i:05d}.npy``, ``labels_{i:05d}.npy`` and
-``files_{i:05d}.json``; see :mod:`train.features` for the layout.
+``files_{i:05d}.json``; see :mod:`texter_jax.train.features` for the layout.
 """
 
 from __future__ import annotations

@@ -14,22 +14,22 @@ last, atomically) is missing.
 
 The pipeline, one module per part (all public names re-exported here):
 
-* :mod:`train.feature_inputs`: the image list (:func:`list_image_folder`,
+* :mod:`texter_jax.train.feature_inputs`: the image list (:func:`list_image_folder`,
   :func:`read_file_list`).
-* :mod:`train.feature_decode`: host side, :data:`PREPROCESS` and :func:`preprocess_image`
+* :mod:`texter_jax.train.feature_decode`: host side, :data:`PREPROCESS` and :func:`preprocess_image`
   in a thread pool.
-* :mod:`train.feature_forward`: device side, :func:`make_forward`.
-* :mod:`train.feature_extract`: :func:`extract_features`, writing the shards.
-* :mod:`train.feature_shards`: the format and its reader, :class:`FeatureShards`.
+* :mod:`texter_jax.train.feature_forward`: device side, :func:`make_forward`.
+* :mod:`texter_jax.train.feature_extract`: :func:`extract_features`, writing the shards.
+* :mod:`texter_jax.train.feature_shards`: the format and its reader, :class:`FeatureShards`.
 """
 
 from __future__ import annotations
 
-from train.feature_decode import PREPROCESS, preprocess_image
-from train.feature_extract import extract_features
-from train.feature_forward import make_forward
-from train.feature_inputs import list_image_folder, read_file_list
-from train.feature_shards import FORMAT, MANIFEST, FeatureShards, FeatureShardsError
+from texter_jax.train.feature_decode import PREPROCESS, preprocess_image
+from texter_jax.train.feature_extract import extract_features
+from texter_jax.train.feature_forward import make_forward
+from texter_jax.train.feature_inputs import list_image_folder, read_file_list
+from texter_jax.train.feature_shards import FORMAT, MANIFEST, FeatureShards, FeatureShardsError
 
 __all__ = ["FORMAT", "MANIFEST", "PREPROCESS", "FeatureShards", "FeatureShardsError",
            "extract_features", "list_image_folder", "make_forward", "preprocess_image",

@@ -10,7 +10,7 @@ normalises after the last step. We do the same: :func:`texter_jax.sae.project_di
 at the start of every step, the loss through ``codes @ W`` (not through the
 normalisation), and the fixed ``multiplier`` gets no update.
 
-Data: :class:`train.features.FeatureShards` (memory-mapped), visited in a permutation
+Data: :class:`texter_jax.train.features.FeatureShards` (memory-mapped), visited in a permutation
 drawn from ``fold_in(data_key, epoch)``; the last ``N mod batch`` rows of each epoch's
 permutation are dropped so every step has the same shape (the release's DataLoader keeps
 a short last batch). Batch ``s`` of epoch ``e`` depends only on ``(seed, e, s)``, so a run
@@ -50,10 +50,10 @@ from texter_jax.sae import (SaeConfig, SaeParams, init_sae, project_dictionary, 
                             tie_decoder_to_encoder)
 from texter_jax.sae_auxk import AUX_COEF, dead_latents
 from texter_jax.types import PRNGKey
-from train.sae_checkpoints import (CKPT_DIR, FINAL_DIR, TRAIN_FORMAT, check_run_folder,
+from texter_jax.train.sae_checkpoints import (CKPT_DIR, FINAL_DIR, TRAIN_FORMAT, check_run_folder,
                                    host_copy, open_checkpoints, resume)
-# The step lives in train.sae_step; its names stay importable from here.
-from train.sae_step import (L0_THRESHOLD, R2_EPS, TORCH_CLIP_EPS, AuxK,  # noqa: F401
+# The step lives in texter_jax.train.sae_step; its names stay importable from here.
+from texter_jax.train.sae_step import (L0_THRESHOLD, R2_EPS, TORCH_CLIP_EPS, AuxK,  # noqa: F401
                             EpochAcc, _zero_acc, aux_state, batch_r2, batch_topk_state,
                             clip_by_global_norm_torch, make_optimizer, make_train_step,
                             release_loss)
@@ -184,7 +184,7 @@ def train_sae(shards, out: str | os.PathLike, *, sae_config: SaeConfig,
     """Trains (or resumes training of) a TopK SAE on ``shards``.
 
     Args:
-      shards: a :class:`train.features.FeatureShards` (anything with ``__len__``, ``dim``
+      shards: a :class:`texter_jax.train.features.FeatureShards` (anything with ``__len__``, ``dim``
         and ``take(indices) -> float32 [M, d]``).
       out: run folder (created; resumed from its latest checkpoint if it has one).
       sae_config: SAE shape; ``input_dim`` must equal ``shards.dim``.

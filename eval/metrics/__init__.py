@@ -10,15 +10,15 @@
 * :mod:`.bootstrap` -- percentile bootstrap confidence intervals.
 """
 
-from eval.metrics.bootstrap import bootstrap_ci, bootstrap_table
-from eval.metrics.clip_score import clip_scores
-from eval.metrics.curves import (class_curve, curve_auc, curve_points, deletion_curve,
+from texter_jax.eval.metrics.bootstrap import bootstrap_ci, bootstrap_table
+from texter_jax.eval.metrics.clip_score import clip_scores
+from texter_jax.eval.metrics.curves import (class_curve, curve_auc, curve_points, deletion_curve,
                                  insertion_curve, orthonormalize)
-from eval.metrics.directional import class_logit_grad, directional_derivatives
-from eval.metrics.directions import PULLBACKS, aligner_pullback, feature_directions
-from eval.metrics.hits import hit_rates, hits_at_k
-from eval.metrics.misclassification import SUBSETS, subset_masks
-from eval.metrics.rank_correlation import rankdata, spearman
+from texter_jax.eval.metrics.directional import class_logit_grad, directional_derivatives
+from texter_jax.eval.metrics.directions import PULLBACKS, aligner_pullback, feature_directions
+from texter_jax.eval.metrics.hits import hit_rates, hits_at_k
+from texter_jax.eval.metrics.misclassification import SUBSETS, subset_masks
+from texter_jax.eval.metrics.rank_correlation import rankdata, spearman
 
 __all__ = [
     "PULLBACKS", "SUBSETS", "aligner_pullback", "bootstrap_ci", "bootstrap_table",

@@ -1,7 +1,7 @@
 """Insertion and deletion curves in feature space along an explanation's concepts.
 
 Take the explanation's top-K concepts as unit feature directions ``u_1..u_K``
-(:mod:`eval.metrics.directions`), best first, and orthonormalise them in that order by
+(:mod:`texter_jax.eval.metrics.directions`), best first, and orthonormalise them in that order by
 Gram-Schmidt (``q_1..q_K``; a direction already in the span of the earlier ones adds
 nothing). With the image's features ``z``, a baseline feature ``z0`` and the explained
 class ``c``, let ``a_i = <z - z0, q_i>`` (the image's component along ``q_i``):

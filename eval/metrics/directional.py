@@ -1,7 +1,7 @@
 """Directional derivative of the class logit along a concept's feature direction.
 
 For features ``z``, the explained class ``c`` (the predicted one, as TEXTER explains) and
-a unit feature direction ``u`` of a concept (:mod:`eval.metrics.directions`):
+a unit feature direction ``u`` of a concept (:mod:`texter_jax.eval.metrics.directions`):
 
     D_u F_c(z) = grad_z F_c(z) . u            (the "directional" score)
     cos_u      = D_u F_c(z) / |grad_z F_c(z)|  in [-1, 1]

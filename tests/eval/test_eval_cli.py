@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from eval.world_set import write_world_set
+from texter_jax.world.eval_set import write_world_set
 from tests.helpers import aligner_folder, sae_folder, tiny_classifier_folder, tiny_clip_folder
-from apps.cli import main
+from texter_jax.cli.main import main
 from texter_jax.world import sample_attributes
 
 TINY = ["--steps", "2", "--canvas", "32", "--crops", "2", "--map-crops", "2",
@@ -142,13 +142,13 @@ def test_sanity_hooks_reproduce_the_runner_cache(world):
     cached for TEXTER; random units, another seed and a randomised model change them."""
     import jax
 
-    from eval.data import file_digest, image_id, load_for_classifier
-    from eval.methods import config_dict
-    from eval.records import ArtifactCache
-    from eval.sanity import randomized_variables
+    from texter_jax.eval.data import file_digest, image_id, load_for_classifier
+    from texter_jax.eval.methods import config_dict
+    from texter_jax.eval.records import ArtifactCache
+    from texter_jax.eval.sanity import randomized_variables
     from texter_jax.emphasis import MacoConfig, default_spectrum
     from texter_jax.explain import ExplainConfig, explain_batch, fold_keys, image_keys
-    from apps.artifacts import load_aligner, load_sae
+    from texter_jax.converters.artifacts import load_aligner, load_sae
     from texter_jax.io.checkpoints import load_model
 
     root, data, models = world

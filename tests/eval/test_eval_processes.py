@@ -38,7 +38,7 @@ def _eval_two_processes(world, out):
            "PYTHONPATH": str(REPO)}
     env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
     procs = [subprocess.Popen(
-        [sys.executable, "-m", "apps", *args, "--coordinator", f"127.0.0.1:{port}",
+        [sys.executable, "-m", "texter_jax.cli", *args, "--coordinator", f"127.0.0.1:{port}",
          "--num-processes", "2", "--process-id", str(i)], env=env, cwd=REPO,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
     outs = [p.communicate(timeout=600) for p in procs]

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from eval.metrics import (aligner_pullback, bootstrap_table, clip_scores, curve_auc,
+from texter_jax.eval.metrics import (aligner_pullback, bootstrap_table, clip_scores, curve_auc,
                           deletion_curve, directional_derivatives, feature_directions,
                           hit_rates, insertion_curve, orthonormalize, rankdata, subset_masks)
-from eval.metrics import bootstrap_ci as _bootstrap_ci
-from eval.metrics import spearman as _spearman
+from texter_jax.eval.metrics import bootstrap_ci as _bootstrap_ci
+from texter_jax.eval.metrics import spearman as _spearman
 
 # Run the costlier functions under jit, as the runner does.
 bootstrap_ci = jax.jit(_bootstrap_ci, static_argnames=("n_boot", "level"))  # size traced
@@ -242,6 +242,6 @@ def test_docstring_examples(name):
     import doctest
     import importlib
 
-    mod = importlib.import_module(f"eval.metrics.{name}")
+    mod = importlib.import_module(f"texter_jax.eval.metrics.{name}")
     result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted > 0

@@ -15,9 +15,9 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from converters import clip as clip_conv  # noqa: E402
-from converters.mapping import ConversionError  # noqa: E402
-from converters.state_dict import Source, read_source  # noqa: E402
+from texter_jax.converters import clip as clip_conv  # noqa: E402
+from texter_jax.converters.mapping import ConversionError  # noqa: E402
+from texter_jax.converters.state_dict import Source, read_source  # noqa: E402
 from texter_jax.io.checkpoints import load_model, save_model  # noqa: E402
 from texter_jax.models import clip as clip_model  # noqa: E402
 from texter_jax.models.registry import build_model  # noqa: E402

@@ -15,7 +15,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from converters import clip as clip_conv  # noqa: E402
+from texter_jax.converters import clip as clip_conv  # noqa: E402
 from texter_jax.text import ClipTokenizer, TokenizerError  # noqa: E402
 from texter_jax.text.bpe import byte_symbols, train_merges  # noqa: E402
 

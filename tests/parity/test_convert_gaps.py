@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 torchvision = pytest.importorskip("torchvision")
 
-from apps.cli import main  # noqa: E402
+from texter_jax.cli.main import main  # noqa: E402
 from tests.parity.test_clip_parity import (_hf_config, _hf_image_features,  # noqa: E402
                                            _hf_text_features, _hf_to_openai_state_dict,
                                            _images, _max_diff, _save_hf, _token_rows)

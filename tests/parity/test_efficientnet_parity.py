@@ -25,10 +25,10 @@ effnet = pytest.importorskip("efficientnet_lite_pytorch")
 pytest.importorskip("skimage")
 
 from bench.real_weights_common import PHOTOS, photo, torch_input  # noqa: E402
-from converters.api import convert_source, detect_layout  # noqa: E402
-from converters.efficientnet import convert_efficientnet_lite  # noqa: E402
-from converters.mapping import ConversionError  # noqa: E402
-from converters.state_dict import read_source  # noqa: E402
+from texter_jax.converters.api import convert_source, detect_layout  # noqa: E402
+from texter_jax.converters.efficientnet import convert_efficientnet_lite  # noqa: E402
+from texter_jax.converters.mapping import ConversionError  # noqa: E402
+from texter_jax.converters.state_dict import read_source  # noqa: E402
 from texter_jax.io.checkpoints import load_model, save_model  # noqa: E402
 from texter_jax.models.efficientnet_lite import EfficientNetLiteConfig  # noqa: E402
 

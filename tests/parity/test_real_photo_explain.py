@@ -35,7 +35,7 @@ SMALL = ["--steps", "8", "--canvas", "256", "--crops", "2", "--map-crops", "2",
 
 
 def _texter(*args):
-    return subprocess.run([sys.executable, "-m", "apps", *args], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "texter_jax.cli", *args], cwd=REPO,
                           capture_output=True, text=True, timeout=900)
 
 

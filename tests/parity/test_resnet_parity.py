@@ -3,7 +3,7 @@
 Every upstream model is randomly initialised (``torch.manual_seed(0)``), its BatchNorm
 statistics calibrated on a random batch and its BN affine parameters randomised, so
 that a swapped scale/bias or mean/var shows up; then it is saved in its real on-disk
-format under ``tmp_path``, read back with ``converters.state_dict.read_source`` and
+format under ``tmp_path``, read back with ``texter_jax.converters.state_dict.read_source`` and
 converted. Tolerance: max abs difference <= 1e-4 in fp32 (DEVELOPING.md) on features,
 logits and every stage's activations (all O(1-10) after calibration).
 """
@@ -17,10 +17,10 @@ import pytest
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
 
-from converters.mapping import ConversionError  # noqa: E402
-from converters.resnet import (  # noqa: E402
+from texter_jax.converters.mapping import ConversionError  # noqa: E402
+from texter_jax.converters.resnet import (  # noqa: E402
     convert_dino_resnet, convert_hf_resnet, convert_torchvision_resnet, detect_layout)
-from converters.state_dict import read_source  # noqa: E402
+from texter_jax.converters.state_dict import read_source  # noqa: E402
 from texter_jax.classifier import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from texter_jax.io.checkpoints import load_model, save_model  # noqa: E402
 
@@ -243,7 +243,7 @@ def _small_torchvision_state_dict():
 
 
 def test_conversion_errors_name_every_problem(tmp_path):
-    from converters.state_dict import Source
+    from texter_jax.converters.state_dict import Source
 
     sd = _small_torchvision_state_dict()
     del sd["layer2.0.bn1.running_var"]
@@ -269,7 +269,7 @@ def test_conversion_errors_name_every_problem(tmp_path):
 
 
 def test_hf_config_whitelist():
-    from converters.resnet import resnet_config_from_hf
+    from texter_jax.converters.resnet import resnet_config_from_hf
 
     base = {"model_type": "resnet", "layer_type": "basic", "depths": [1, 1],
             "hidden_sizes": [8, 16], "embedding_size": 8, "id2label": {"0": "a", "1": "b"},

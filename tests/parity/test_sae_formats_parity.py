@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-from converters.sae_formats import (load_dictionary_learning, load_saelens,  # noqa: E402
+from texter_jax.converters.sae_formats import (load_dictionary_learning, load_saelens,  # noqa: E402
                                     save_dictionary_learning, save_saelens)
 from texter_jax import sae as sae_lib  # noqa: E402
 from texter_jax.sae import SaeConfig, init_sae, sae_apply  # noqa: E402
@@ -121,7 +121,7 @@ def test_saelens_options_that_change_the_input_are_refused(tmp_path):
 
 
 def test_explain_reads_each_format_by_path(tmp_path):
-    from apps.artifacts import load_sae
+    from texter_jax.converters.artifacts import load_sae
 
     cfg, ours = _ours()
     save_saelens(tmp_path / "sl", cfg, ours)

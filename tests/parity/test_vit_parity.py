@@ -3,7 +3,7 @@
 Every torch model is randomly initialised, its parameters perturbed (so LayerNorm
 scales/biases and zero-initialised heads carry information and a swapped key shows
 up), saved in its real on-disk format under ``tmp_path``, read back by
-``converters.state_dict.read_source`` and converted. Features and logits must agree
+``texter_jax.converters.state_dict.read_source`` and converted. Features and logits must agree
 to 1e-4 max abs at fp32 (DEVELOPING "Numbers"; conftest sets highest matmul precision).
 """
 
@@ -17,9 +17,9 @@ import pytest
 torch = pytest.importorskip("torch")
 tnn = torch.nn
 
-from converters.mapping import ConversionError  # noqa: E402
-from converters.state_dict import Source, read_source  # noqa: E402
-from converters.vit import (convert_dino_vit, convert_hf_vit,  # noqa: E402
+from texter_jax.converters.mapping import ConversionError  # noqa: E402
+from texter_jax.converters.state_dict import Source, read_source  # noqa: E402
+from texter_jax.converters.vit import (convert_dino_vit, convert_hf_vit,  # noqa: E402
                             convert_torchvision_vit, detect_layout)
 from texter_jax.io.checkpoints import load_model, save_model  # noqa: E402
 from texter_jax.models.dino import DinoViTConfig  # noqa: E402

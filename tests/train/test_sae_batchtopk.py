@@ -13,7 +13,7 @@ from tests.train.test_sae_auxk import _sparse_coded_rows
 from texter_jax import sae as sae_io
 from texter_jax.sae import SaeConfig, init_sae, sae_encode
 from texter_jax.sae_batchtopk import batch_topk_mask, smallest_kept
-from train.sae_train import SaeTrainConfig, evaluate_sae, train_sae
+from texter_jax.train.sae_train import SaeTrainConfig, evaluate_sae, train_sae
 
 
 def test_batch_topk_keeps_the_k_times_b_largest_of_the_batch():

@@ -8,9 +8,9 @@ import jax
 import numpy as np
 import pytest
 
-from eval.world_stack import _Rows
+from texter_jax.world.stack import _Rows
 from texter_jax.sae import SaeConfig, init_sae, sae_apply
-from train.sae_report import plot_firing_frequency, sae_report
+from texter_jax.train.sae_report import plot_firing_frequency, sae_report
 
 
 def test_report_equals_numpy(tmp_path):
@@ -53,7 +53,7 @@ def test_train_sae_cli_reports_with_the_classifier(tmp_path, capsys):
     from texter_jax.io.checkpoints import save_model
     from texter_jax.models import resnet
     from texter_jax.models.registry import build_model
-    from train import cli
+    from texter_jax.cli import train_cli as cli
 
     config = {"block": "basic", "depths": [1], "widths": [8], "stem_width": 8,
               "num_classes": 3, "image_size": 224}

@@ -7,7 +7,7 @@ import pytest
 from texter_jax.io.checkpoints import CheckpointError
 from texter_jax.aligner import load as load_aligner
 from texter_jax.aligner import save as save_aligner
-from train.aligner import (aligner_zero_shot_accuracy, fit_aligner, pooled_variance,
+from texter_jax.train.aligner import (aligner_zero_shot_accuracy, fit_aligner, pooled_variance,
                            sgd_optimizer)
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from train import cli
+from texter_jax.cli import train_cli as cli
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_extract_features_two_processes_equal_one(tiny_model, tmp_path):
     import sys
     from pathlib import Path
 
-    from train.features import FeatureShards
+    from texter_jax.train.features import FeatureShards
 
     root = tmp_path / "imgs"
     rng = np.random.default_rng(1)
@@ -81,7 +81,7 @@ def test_extract_features_two_processes_equal_one(tiny_model, tmp_path):
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(repo)}
     env.pop("XLA_FLAGS", None)
     procs = [subprocess.Popen(
-        [sys.executable, "-m", "apps", *base, "--out", str(tmp_path / "two"),
+        [sys.executable, "-m", "texter_jax.cli", *base, "--out", str(tmp_path / "two"),
          "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)],
         env=env, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for i in range(2)]

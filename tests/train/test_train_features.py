@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from train.features import (FeatureShards, FeatureShardsError, extract_features,
+from texter_jax.train.features import (FeatureShards, FeatureShardsError, extract_features,
                             list_image_folder, preprocess_image, read_file_list)
 
 

@@ -13,9 +13,9 @@ import pytest
 
 from texter_jax.io.checkpoints import CheckpointError
 from texter_jax.sae import SaeConfig
-from train.features import FeatureShards
+from texter_jax.train.features import FeatureShards
 from texter_jax.sae import load as load_sae
-from train.sae_train import (SaeTrainConfig, clip_by_global_norm_torch, evaluate_sae,
+from texter_jax.train.sae_train import (SaeTrainConfig, clip_by_global_norm_torch, evaluate_sae,
                              train_sae)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -74,7 +74,7 @@ def test_clip_matches_torch_clip_grad_norm():
 
 
 def _train_cmd(features, out):
-    return [sys.executable, "-m", "train.cli", "train-sae", "--features", str(features),
+    return [sys.executable, "-m", "texter_jax.cli.train_cli", "train-sae", "--features", str(features),
             "--out", str(out), "--epochs", "3", "--batch-size", "32", "--expansion", "4",
             "--top-k", "4", "--lr", "5e-3", "--checkpoint-every", "5", "--no-progress"]
 

@@ -10,7 +10,7 @@ from texter_jax.world import (ATTR_ORDER, DISCRETE, captions, mosaic_visible, re
                               render_mosaics, sample_mosaics, tiled_inputs)
 from texter_jax.world.controls import tile_px
 from texter_jax.world.mosaics import max_tiles, touched_tiles
-from train.world_classifier_data import TASKS, ClassifierTrainConfig, training_mosaics
+from texter_jax.world.classifier_data import TASKS, ClassifierTrainConfig, training_mosaics
 
 S = 64
 COL = {a: i for i, a in enumerate(ATTR_ORDER)}

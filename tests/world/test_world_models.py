@@ -6,7 +6,7 @@ import pytest
 
 from texter_jax.io.checkpoints import load_model, save_model
 from texter_jax.models.registry import FAMILIES, build_model, config_to_dict
-from texter_jax.models.world_clip import WorldClipConfig, make_world_clip
+from texter_jax.world.clip_model import WorldClipConfig, make_world_clip
 
 TINY_ARCH = (("stem_widths", (8, 16)), ("widths", (16, 32)), ("strides", (2, 1)),
              ("image_hidden", 32), ("text_hidden", 32), ("word_dim", 16), ("embed_dim", 16))
@@ -35,7 +35,7 @@ def test_world_clip_interface_and_registry_roundtrip(tmp_path):
 
 
 def test_world_clip_loss_decreases_and_cache(tmp_path):
-    from train import world_clip as wc
+    from texter_jax.train import world_clip as wc
 
     cfg = wc.ClipTrainConfig(image_size=32, steps=3, batch=12, eval_images=12,
                              focus_steps=1, model=TINY_ARCH)
@@ -73,8 +73,8 @@ def test_classifier_loss_decreases_and_cache(tmp_path):
 
     from texter_jax.models.resnet import make_classifier
     from texter_jax.world import render, sample_attributes
-    from train import world_classifier_step as step_mod
-    from train import world_classifiers as wcl
+    from texter_jax.train import world_classifier_step as step_mod
+    from texter_jax.train import world_classifiers as wcl
 
     cfg = wcl.ClassifierTrainConfig(image_size=32, widths=(8, 16), depths=(1, 1),
                                     stem_width=8, train_images=32, test_images=16,

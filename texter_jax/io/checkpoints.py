@@ -22,7 +22,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from texter_jax.io.atomic import atomic_directory, write_json_atomic
-from texter_jax.models.registry import abstract_variables, build_model
+from texter_jax.models.registry import FAMILIES, abstract_variables, build_model, family_module
 
 FORMAT = "texter_jax/model/v1"
 CONFIG_NAME = "texter_config.json"
@@ -90,9 +90,11 @@ def save_model(out_dir: str | os.PathLike, family: str, config: dict[str, Any],
         for f in extra_files:
             shutil.copy2(f, tmp / Path(f).name)
         save_pytree(tmp / VARIABLES_DIR, variables)
-        write_json_atomic(tmp / CONFIG_NAME, {
-            "format": FORMAT, "family": family, "config": config,
-            "source": source or {}, "versions": _versions()})
+        meta = {"format": FORMAT, "family": family, "config": config,
+                "source": source or {}, "versions": _versions()}
+        if family not in FAMILIES and family_module(family):
+            meta["module"] = family_module(family)  # a registered family's builder
+        write_json_atomic(tmp / CONFIG_NAME, meta)
     return out_dir
 
 
@@ -122,7 +124,7 @@ def load_model(path: str | os.PathLike):
     """
     path = Path(path)
     meta = read_model_config(path)
-    model = build_model(meta["family"], meta["config"])
+    model = build_model(meta["family"], meta["config"], module=meta.get("module"))
     expected = abstract_variables(model)
     variables = restore_pytree(path / VARIABLES_DIR)
     check_tree_matches(expected, variables, where=str(path / VARIABLES_DIR))

@@ -22,22 +22,46 @@ FAMILIES: dict[str, str] = {
     "dino_vit": "texter_jax.models.dino",
     "dino_resnet": "texter_jax.models.dino_resnet",
     "clip": "texter_jax.models.clip",
-    "world_clip": "texter_jax.models.world_clip",
 }
+# Families defined outside the core (the demo world's CLIP, a user's own model), added by
+# :func:`register_family`; their checkpoints record the module, so loading needs no import.
+_REGISTERED: dict[str, str] = {}
 
 
 class UnknownFamilyError(ValueError):
     pass
 
 
-def build_model(family: str, config: dict[str, Any]):
-    """Rebuilds a model object from its family name and JSON config dict."""
-    if family not in FAMILIES:
+def register_family(family: str, module: str) -> None:
+    """Makes ``family`` buildable: ``module`` defines ``build(family, config_dict)``.
+
+    For model families that live outside the core library; a checkpoint saved with such
+    a family names ``module`` (see :func:`family_module`), so it loads without the caller
+    importing it first.
+    """
+    if FAMILIES.get(family, module) != module:
+        raise ValueError(f"model family {family!r} is the core's ({FAMILIES[family]})")
+    _REGISTERED[family] = module
+
+
+def family_module(family: str) -> str | None:
+    """The module that builds ``family``, or None when it is unknown."""
+    return FAMILIES.get(family) or _REGISTERED.get(family)
+
+
+def build_model(family: str, config: dict[str, Any], *, module: str | None = None):
+    """Rebuilds a model object from its family name and JSON config dict.
+
+    ``module`` (recorded in checkpoints of registered families) names the builder when
+    ``family`` is not known in this process yet.
+    """
+    name = family_module(family) or module
+    if name is None:
+        known = ", ".join(sorted({*FAMILIES, *_REGISTERED}))
         raise UnknownFamilyError(
-            f"unknown model family {family!r}; supported: {', '.join(sorted(FAMILIES))}"
-        )
-    module = importlib.import_module(FAMILIES[family])
-    return module.build(family, dict(config))
+            f"unknown model family {family!r}; supported: {known} (a family from another "
+            "package is added with texter_jax.models.registry.register_family)")
+    return importlib.import_module(name).build(family, dict(config))
 
 
 def config_from_dict(cls, config: dict[str, Any]):

@@ -1,7 +1,7 @@
 """The pure-function wrapper shared by the CLIP-style (image tower + text tower) models.
 
 :class:`TwoTowerModel` is the base of :class:`texter_jax.models.clip.Clip` and
-:class:`texter_jax.models.world_clip.WorldClip`: the interface TEXTER's joint space uses
+:class:`texter_jax.world.clip_model.WorldClip`: the interface TEXTER's joint space uses
 (``encode_image``, ``encode_text``, ``logit_scale``, ``dummy_inputs``, ``normalize``,
 ``image_size``, ``embed_dim``, ``context_length``).
 """

@@ -1,5 +1,0 @@
-import sys
-
-from apps.cli import main
-
-sys.exit(main())
