@@ -1,7 +1,7 @@
 """Cascading model randomisation (Adebayo et al. 2018) of TEXTER stages 1-2 on a REAL classifier.
 
 Classifier: EfficientNet-Lite0 with its shipped ImageNet weights, converted to Flax
-(``bench/real_weights_common.py``); photos from ``skimage.data``. Levels, top-down and
+(``tests/real_weights.py``); photos from ``skimage.data``. Levels, top-down and
 cumulative: original; head (``fc``); + ``head_conv``/``head_bn``; + block15; + block14; ...
 (``--levels`` randomised levels). Re-drawing is ``texter_jax.eval.sanity``'s: each tensor Gaussian
 with its own mean/std, BatchNorm statistics kept; the head is found by
@@ -130,7 +130,7 @@ def main() -> None:
     t_start = time.perf_counter()
     import jax
     import jax.numpy as jnp
-    import real_weights_common as rw
+    import real_weights as rw
     from texter_jax.contributions import ig_features, top_units
     from texter_jax.emphasis import (MacoConfig, default_spectrum, features_objective,
                                      maco_batch_with_retry)

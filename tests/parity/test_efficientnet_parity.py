@@ -24,7 +24,7 @@ torch = pytest.importorskip("torch")
 effnet = pytest.importorskip("efficientnet_lite_pytorch")
 pytest.importorskip("skimage")
 
-from bench.real_weights_common import PHOTOS, photo, torch_input  # noqa: E402
+from tests.real_weights import PHOTOS, photo, torch_input  # noqa: E402
 from texter_jax.converters.api import convert_source, detect_layout  # noqa: E402
 from texter_jax.converters.efficientnet import convert_efficientnet_lite  # noqa: E402
 from texter_jax.converters.mapping import ConversionError  # noqa: E402
@@ -126,7 +126,7 @@ def test_random_weights_match_the_pytorch_port(variant, tmp_path):
 
 @pytest.fixture(scope="module")
 def real_lite0():
-    from bench.real_weights_common import flax_lite0, torch_lite0
+    from tests.real_weights import flax_lite0, torch_lite0
 
     model, path = torch_lite0()
     clf, variables = flax_lite0(path)

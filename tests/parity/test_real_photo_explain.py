@@ -25,7 +25,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("efficientnet_lite_pytorch")
 pytest.importorskip("skimage")
 
-from bench.real_weights_common import (imagenet_classes, photo, photo_raw,  # noqa: E402
+from tests.real_weights import (imagenet_classes, photo, photo_raw,  # noqa: E402
                                        torch_features, torch_input, torch_lite0)
 from tests.helpers import aligner_folder, tiny_clip_folder  # noqa: E402
 
