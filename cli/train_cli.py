@@ -40,6 +40,14 @@ def register(subparsers) -> None:
                         "Resize S + CenterCrop S; sae: Resize S*256/224 + CenterCrop S; "
                         "clip: bicubic Resize S + CenterCrop S "
                         "(default: clip with --clip, else aligner)")
+    p.add_argument("--layer", default=None,
+                   help="extract this named layer's output instead of the classifier's "
+                        "penultimate features (a submodule path, '/'-joined, e.g. "
+                        "'layer3' or 'layer3/1'; a wrong name lists the layers there are)")
+    p.add_argument("--layer-reduce", choices=("mean", "first", "flatten"), default="mean",
+                   help="one row per image from the layer's [B, ..., C] output: mean over "
+                        "positions/tokens, the first token (a ViT's class token), or all "
+                        "values flattened (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--shard-size", type=int, default=4096, help="images per shard")
     p.add_argument("--workers", type=int, default=None, help="decoding threads")
@@ -157,14 +165,29 @@ def run_extract(args) -> int:
         fn = model.features
     preprocess = args.preprocess or ("clip" if is_clip else "aligner")
     size = getattr(model, "image_size", PREPROCESS[preprocess][1])
+    layer = {}
+    if args.layer is not None:
+        from texter_jax.capture import LayerNotFound
+        from texter_jax.train.layer_features import check_layer, classifier_layer
+
+        if is_clip or not hasattr(model, "module"):
+            return _error("extract-features", ValueError(
+                f"--layer reads a converted classifier's layers; {args.model} is not one"))
+        fn = classifier_layer(model, args.layer, reduce=args.layer_reduce)
+        try:  # before any image is read: a wrong name lists the model's layers
+            check_layer(fn, variables, size)
+        except LayerNotFound as e:
+            return _error("extract-features", ValueError(f"{args.model}: {e}"))
+        layer = {"layer": args.layer, "layer_reduce": args.layer_reduce}
     try:
         out = extract_features(
             items, fn, args.out, variables=variables, preprocess=preprocess, image_size=size,
             batch_size=args.batch_size, shard_size=args.shard_size,
             num_workers=args.workers, shard=args.shard_devices, classes=classes,
             extra_meta={"model": str(args.model), "kind": "clip_image" if is_clip
-                        else "classifier_features",
+                        else "classifier_layer" if layer else "classifier_features",
                         "source": str(args.images or args.file_list)},
+            extra_settings=layer or None,
             progress=not args.no_progress, group=group)
     except (FeatureShardsError, ValueError) as e:
         return _error("extract-features", e)

@@ -38,6 +38,7 @@ def extract_features(items: Sequence[tuple[str, int]], features_fn: Callable,
                      variables: Any = None, shard: bool = False,
                      classes: Sequence[str] = (),
                      extra_meta: dict[str, Any] | None = None,
+                     extra_settings: dict[str, Any] | None = None,
                      progress: bool = True, group: ProcessGroup = SINGLE) -> Path:
     """Runs ``features_fn`` over images and writes feature shards (layout: :mod:`texter_jax.train.features`).
 
@@ -57,6 +58,8 @@ def extract_features(items: Sequence[tuple[str, int]], features_fn: Callable,
       shard: split each batch over all ``jax.local_devices()`` (NamedSharding on batch).
       classes: class names stored in the manifest.
       extra_meta: more JSON fields for the manifest (e.g. the model folder).
+      extra_settings: more JSON fields that, like the inputs and preprocessing, an
+        existing folder must match to be resumed (e.g. the layer the features come from).
       group: several processes (:mod:`texter_jax.distributed`): process ``p`` writes the
         shards ``i`` with ``i % count == p``; process 0 writes the manifest, before and
         (complete) after; all meet at barriers in between. Every process returns ``out``.
@@ -76,7 +79,8 @@ def extract_features(items: Sequence[tuple[str, int]], features_fn: Callable,
     num_shards = -(-len(items) // shard_size)
     settings = {"format": FORMAT, "num_inputs": len(items),
                 "inputs_sha256": inputs_digest(items), "preprocess": preprocess,
-                "image_size": crop, "shard_size": shard_size, "num_shards": num_shards}
+                "image_size": crop, "shard_size": shard_size, "num_shards": num_shards,
+                **(extra_settings or {})}
     manifest_path = out / MANIFEST
     manifest = {**settings, "classes": list(classes), "complete": False, **(extra_meta or {})}
     complete, refused = False, None

@@ -21,6 +21,9 @@ The pipeline, one module per part (all public names re-exported here):
 * :mod:`texter_jax.train.feature_forward`: device side, :func:`make_forward`.
 * :mod:`texter_jax.train.feature_extract`: :func:`extract_features`, writing the shards.
 * :mod:`texter_jax.train.feature_shards`: the format and its reader, :class:`FeatureShards`.
+
+Any named layer of any JAX model, instead of a classifier's penultimate features:
+:mod:`texter_jax.train.layer_features`.
 """
 
 from __future__ import annotations
