@@ -19,7 +19,7 @@ close-ups, wide shots and partial views (:mod:`texter_jax.world.views`), each vi
 drawn so that it still shows the attribute its label is read from; and, like models that
 have seen many objects and repeated motifs, mosaics (:mod:`texter_jax.world.mosaics`)
 whose tiles all share the label's value, labelled with it (a mosaic of stars is a "star"
-for the shape classifier; issue 21).
+for the shape classifier).
 
 Each is a :class:`texter_jax.models.resnet.ResNet` (basic blocks, one per stage) wrapped in
 :class:`texter_jax.classifier.Classifier`, so every TEXTER stage uses it exactly like a

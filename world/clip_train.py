@@ -13,8 +13,8 @@ measured by leaving it out on whole images, got every attribute to >= 0.98 zero-
 700 steps. With views and the badge (measured 2026-11-30): 800 steps leave the badge at
 0.93 on whole images (seed 0); 1000 steps reach >= 0.96 on every attribute on whole
 images for seed 0 but leave the badge at 0.942 for seed 1; 1200 steps (~100 s on 2
-cores) reached >= 0.98 on whole images and >= 0.91 on zoomed views for seed 0. Since
-issue 21 a share of every batch (``mosaic_share``) is *mosaics*
+cores) reached >= 0.98 on whole images and >= 0.91 on zoomed views for seed 0. A share of
+every batch (``mosaic_share``) is *mosaics*
 (:mod:`texter_jax.world.mosaics`): several small renders sharing one value, captioned
 only with what every tile shares, as crops of a concept canvas look. The three changes:
 

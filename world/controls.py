@@ -8,8 +8,7 @@ the same crops:
 * :func:`tiled_inputs` - the explained image itself, tiled at crop scale over the canvas
   (each tile the size of a stage-3 crop, the grid at a random offset): every crop shows
   the whole input once, cut across tiles, at the scale the crops read concept images
-  (TEXTER issue 21; the world's models see such views as mosaics,
-  :mod:`texter_jax.world.mosaics`);
+  (the world's models see such views as mosaics, :mod:`texter_jax.world.mosaics`);
 * :func:`value_canvases` - for one value of one attribute, a canvas that shows that
   value, and no other constant value, at the scale the crops see: a flat field of a
   colour; a background's texture with a crop spanning about a whole image of it; a
@@ -19,7 +18,7 @@ the same crops:
 
 :func:`upsampled_inputs` (the input upsampled to the canvas) was the first control (a);
 it stays as a diagnostic: a 25-30 % crop of it shows part of the object and misses the
-badge, so it cannot pass for shape or badge by construction (issue 9).
+badge, so it cannot pass for shape or badge by construction.
 
 Every canvas is rendered by :mod:`texter_jax.world.generator` from world records, so a
 control shows the world as its models learned it; nothing is fitted to concept images.

@@ -2,7 +2,7 @@
 
 Stage 3 reads 25-30 % crops of a concept canvas, and MACO paints repeated parts of a
 concept, so a crop often holds several objects or pieces of them. A world whose models
-only ever saw one object per scene cannot read that (TEXTER issue 21). A *mosaic* is a
+only ever saw one object per scene cannot read that. A *mosaic* is a
 grid of tiles, each tile a whole render of its own record; every tile shares the value of
 one attribute (same shape, or same colour, or same badge colour, ...) and the rest varies.
 The image is a window on that grid at a random offset, so its edges cut across tiles:

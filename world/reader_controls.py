@@ -14,7 +14,7 @@ same crops (:func:`texter_jax.mapping.read_canvases`, no MACO, no post-processin
 Each is scored like an explanation: hit@k against the (attribute, value) it shows. The
 first control (a), the image upsampled to the canvas, is still read as a diagnostic
 (``upsampled``), never as a gate: its crops show part of the object and miss the badge
-by construction (issue 21).
+by construction.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from texter_jax.world.controls import (CONTROLLED, tiled_inputs, upsampled_input
                                        value_canvases)
 from texter_jax.eval.metrics.hits import hit_table, mean_ci
 
-# The reader passes a control at this hit@3 (issue 9's bar).
+# The reader passes a control at this hit@3.
 CONTROL_BAR = 0.8
 
 

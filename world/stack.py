@@ -91,7 +91,7 @@ def world_stack(c: DemoConfig, cache: Path, name: str, clf, variables, clip, cli
     views = sample_views(seed + 1, attrs, tuple((k, w) for k, w in DEFAULT_MIX
                                                  if k != "whole"))
     zoomed = render(attrs, seed + 1, image_size=c.image_size, views=views) / np.float32(255)
-    # ... and mosaics (aligner only), as the crops of concept canvases look (issue 21).
+    # ... and mosaics (aligner only), as the crops of concept canvases look.
     mosaics = render_mosaics(sample_mosaics(seed + 2, _mosaic_rows(c), c.image_size),
                              seed + 2) / np.float32(255)
     feat = jax.jit(lambda x: clf.features(variables, x))
