@@ -164,3 +164,13 @@ def test_cli_help_does_not_load_jax():
     proc = subprocess.run([sys.executable, "-c", code], cwd=LIBRARY.parent,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr
+
+
+def test_world_public_names_resolve_and_are_not_submodules():
+    # a submodule's import would replace a package attribute of the same name
+    import texter_jax.world as world
+
+    modules = {p.stem for p in (REPO / "world").glob("*.py")}
+    assert not set(world.__all__) & modules, sorted(set(world.__all__) & modules)
+    missing = [n for n in world.__all__ if getattr(world, n, None) is None]
+    assert not missing, missing

@@ -23,10 +23,12 @@ sharing one value.
 import importlib
 
 # module -> the public names it defines (resolved on first use, so `texter demo --help`
-# and the demo's settings import without JAX).
+# and the demo's settings import without JAX). No name is also a submodule's: importing
+# the submodule would replace it (the function ``captions`` is
+# ``texter_jax.world.captions.captions``).
 _EXPORTS = {
     'attributes': ('BACKGROUNDS', 'BADGES', 'COLOURS', 'CONTINUOUS', 'DISCRETE', 'INTERVENABLE', 'PATTERNS', 'SHAPES', 'SIZES', 'WorldAttrs', 'resample_attribute', 'sample_attributes', 'sample_twins'),
-    'captions': ('ATTR_ORDER', 'WorldTokenizer', 'captions', 'concept_bank', 'full_captions', 'value_phrases', 'world_vocab'),
+    'captions': ('ATTR_ORDER', 'WorldTokenizer', 'concept_bank', 'full_captions', 'value_phrases', 'world_vocab'),
     'controls': ('tiled_inputs', 'upsampled_inputs', 'value_canvases'),
     'generator': ('badge_coverage', 'coverage', 'object_mask', 'render', 'render_float', 'whole_views'),
     'interventions': ('InterventionRow', 'InterventionTable', 'measure_interventions', 'truth_values'),

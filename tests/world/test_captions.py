@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from texter_jax.world import (ATTR_ORDER, DISCRETE, WorldTokenizer, captions, concept_bank,
+from texter_jax.world.captions import captions
+from texter_jax.world import (ATTR_ORDER, DISCRETE, WorldTokenizer, concept_bank,
                               sample_attributes, value_phrases, world_vocab)
 
 

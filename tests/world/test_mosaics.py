@@ -6,7 +6,8 @@ import jax
 import numpy as np
 import pytest
 
-from texter_jax.world import (ATTR_ORDER, DISCRETE, captions, mosaic_visible, render,
+from texter_jax.world.captions import captions
+from texter_jax.world import (ATTR_ORDER, DISCRETE, mosaic_visible, render,
                               render_mosaics, sample_mosaics, tiled_inputs)
 from texter_jax.world.controls import tile_px
 from texter_jax.world.mosaics import max_tiles, touched_tiles

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from texter_jax.io.checkpoints import load_model, save_model
-from texter_jax.models.registry import FAMILIES, build_model, config_to_dict
+from texter_jax.models.registry import FAMILIES, build_model, config_to_dict, family_module
 from texter_jax.world.clip_model import WorldClipConfig, make_world_clip
 
 TINY_ARCH = (("stem_widths", (8, 16)), ("widths", (16, 32)), ("strides", (2, 1)),
@@ -13,7 +13,9 @@ TINY_ARCH = (("stem_widths", (8, 16)), ("widths", (16, 32)), ("strides", (2, 1))
 
 
 def test_world_clip_interface_and_registry_roundtrip(tmp_path):
-    assert "world_clip" in FAMILIES
+    # a family of the world's, registered by it (the core's table does not name it)
+    assert "world_clip" not in FAMILIES
+    assert family_module("world_clip") == "texter_jax.world.clip_model"
     model = make_world_clip(WorldClipConfig(image_size=32, **dict(TINY_ARCH)))
     variables = model.module.init(jax.random.key(0), *model.dummy_inputs())
     images = np.random.default_rng(0).random((3, 32, 32, 3), np.float32)
@@ -32,10 +34,23 @@ def test_world_clip_interface_and_registry_roundtrip(tmp_path):
     np.testing.assert_allclose(np.asarray(loaded.encode_text(lv, tokens)), np.asarray(txt),
                                atol=1e-6)
     assert build_model("world_clip", config_to_dict(model.config)).vocab_size == model.vocab_size
+    # the checkpoint names its builder: a process that never imported the world loads it
+    import json
+    import subprocess
+    import sys
+
+    assert json.loads((out / "texter_config.json").read_text())["module"] == \
+        "texter_jax.world.clip_model"
+    code = ("import sys; from texter_jax.io.checkpoints import load_model; "
+            f"m, _ = load_model({str(out)!r}); assert 'texter_jax.world.demo' not in sys.modules; "
+            "print(m.family)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "world_clip", proc.stderr[-2000:]
 
 
 def test_world_clip_loss_decreases_and_cache(tmp_path):
-    from texter_jax.train import world_clip as wc
+    from texter_jax.world import clip_train as wc
 
     cfg = wc.ClipTrainConfig(image_size=32, steps=3, batch=12, eval_images=12,
                              focus_steps=1, model=TINY_ARCH)
@@ -73,8 +88,8 @@ def test_classifier_loss_decreases_and_cache(tmp_path):
 
     from texter_jax.models.resnet import make_classifier
     from texter_jax.world import render, sample_attributes
-    from texter_jax.train import world_classifier_step as step_mod
-    from texter_jax.train import world_classifiers as wcl
+    from texter_jax.world import classifier_step as step_mod
+    from texter_jax.world import classifiers as wcl
 
     cfg = wcl.ClassifierTrainConfig(image_size=32, widths=(8, 16), depths=(1, 1),
                                     stem_width=8, train_images=32, test_images=16,
