@@ -74,10 +74,10 @@ class _Provenance:
     """An Aligner's static (treedef) part: ``method`` and ``metrics``.
 
     Compared and hashed by content: metrics as sorted JSON text, with ``repr`` for what
-    JSON lacks (a dict, or the lists in it, do not hash; a tuple reads as a list), so
-    equal metrics give equal treedefs and ``jit`` reuses its compile;
-    different metrics are a different treedef (a recompile; :meth:`Aligner.bare` drops
-    them). Unflattening hands back the very metrics given, not a JSON round trip.
+    JSON lacks (a dict, or the lists in it, do not hash; a tuple reads as a list). Equal
+    metrics give equal treedefs, so ``jit`` reuses its compile; other metrics are
+    another treedef, a recompile (:meth:`Aligner.bare` drops them). Unflattening hands
+    back the very metrics given (shared, not copied; not a JSON round trip).
     """
 
     __slots__ = ("method", "metrics", "_key")
