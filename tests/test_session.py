@@ -31,7 +31,7 @@ def test_session_explains_as_explain_batch_does(parts, tmp_path):
     names.write_text("\n".join(f"thing {i}" for i in range(5)))
     s = session_lib.load(parts["classifier"], parts["clip"], parts["aligner"], parts["sae"],
                          class_names=names, text_cache=tmp_path / "cache")
-    assert s.class_names == [f"thing {i}" for i in range(5)]
+    assert s.class_names == tuple(f"thing {i}" for i in range(5))
     x = np.random.default_rng(0).uniform(size=(3, 32, 32, 3)).astype(np.float32)
     cfg = ExplainConfig(k_neu=2, ig_steps=4, map_crops=2,
                         maco=MacoConfig(canvas=32, steps=2, n_crops=2, crop_size=32))
@@ -133,3 +133,65 @@ def test_session_explains_in_batches(parts):
     np.testing.assert_allclose(auto.crop_embeddings, whole.crop_embeddings, atol=1e-4)
     with pytest.raises(session_lib.SessionError, match="batch_size"):
         s.explain(x, keys, cfg, batch_size=0)
+
+
+def test_a_session_is_immutable_and_its_memo_a_separate_cache(parts):
+    """Assigning a field raises; the memo (the only state) still encodes each text once,
+    and a session made from another by ``dataclasses.replace`` is checked anew and starts
+    its own memo (it may hold another CLIP)."""
+    import dataclasses
+    import inspect
+
+    s = session_lib.load(parts["classifier"], parts["clip"], parts["aligner"])
+    calls = []
+
+    def fake(texts):
+        calls.append(list(texts))
+        return np.stack([np.full(12, len(t), np.float32) for t in texts])
+
+    s2 = session_lib.Session(s.classifier, s.variables, s.clip, s.clip_variables, s.aligner,
+                             None, None, fake, names={"aligner": "mine"})
+    for field, value in (("aligner", None), ("class_names", ()), ("encode_texts", None),
+                         ("memo", None)):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(s2, field, value)
+    with pytest.raises(TypeError):
+        s2.names["aligner"] = "yours"  # read-only too
+    assert s2.class_names == tuple(f"class_{i}" for i in range(5))
+    np.testing.assert_array_equal(s2.text_embeddings(["ab", "c", "ab"])[:, 0], [2, 1, 2])
+    s2.text_embeddings(["c", "def"])
+    assert calls == [["ab", "c"], ["def"]] and len(s2.memo) == 3
+    s3 = dataclasses.replace(s2, class_names=[f"n{i}" for i in range(5)])
+    assert s3.class_names == tuple(f"n{i}" for i in range(5)) and len(s3.memo) == 0
+    with pytest.raises(session_lib.SessionError, match="3 class names"):
+        dataclasses.replace(s2, class_names=["a", "b", "c"])
+    assert "object.__setattr__" not in inspect.getsource(session_lib)
+
+
+def test_explain_passes_every_hook_of_explain_batch_by_name(parts, monkeypatch):
+    """Session.explain spells out explain_batch's keyword arguments (no **hooks) and
+    hands each one on under its own name."""
+    import inspect
+
+    batch_kw = {n for n, p in inspect.signature(explain_batch).parameters.items()
+                if p.kind is p.KEYWORD_ONLY}
+    session_kw = set(inspect.signature(session_lib.Session.explain).parameters)
+    assert batch_kw - {"sae"} <= session_kw
+    assert not any(p.kind is p.VAR_KEYWORD for p in
+                   inspect.signature(session_lib.Session.explain).parameters.values())
+    seen = {}
+
+    def recording(*args, **kw):
+        seen.update(kw)
+        return "explanation"
+
+    monkeypatch.setattr(session_lib, "explain_batch", recording)
+    s = session_lib.load(parts["classifier"], parts["clip"], parts["aligner"], parts["sae"])
+    hooks = dict(magnitude=object(), units="random", reader_variables=object(),
+                 progress=print)
+    cfg = ExplainConfig()
+    assert s.explain(np.zeros((2, 32, 32, 3)), np.arange(2), cfg, class_idx=np.arange(2),
+                     **hooks) == "explanation"
+    assert {k: seen[k] for k in hooks} == hooks and seen["sae"] is s.sae
+    np.testing.assert_array_equal(seen["class_idx"], [0, 1])
+    assert set(seen) == batch_kw

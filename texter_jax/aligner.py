@@ -38,6 +38,10 @@ PARAMS_DIR = "params"
 class Aligner:
     """Linear map from classifier features to CLIP image space: ``h = z w^T + b``.
 
+    A pytree whose leaves are ``w`` and ``b`` (method and metrics are static, see
+    :class:`_Provenance`), so it passes whole through ``jit``, ``vmap`` and
+    ``device_put``.
+
     Attributes:
       w: float32 [E, D].
       b: float32 [E].
@@ -59,13 +63,47 @@ class Aligner:
     def embed_dim(self) -> int:
         return int(self.w.shape[0])
 
+    def bare(self) -> "Aligner":
+        """The same w and b without provenance (no metrics, method "unknown"): what the
+        compiled programs take, so aligners that differ only in how they were fitted
+        share one compile."""
+        return Aligner(self.w, self.b)
 
-# A pytree: w and b are leaves (through jit, vmap, device_put and shardings as values);
-# method and metrics ride along as static data (metrics as sorted JSON, so it hashes).
-jax.tree_util.register_pytree_node(
+
+class _Provenance:
+    """An Aligner's static (treedef) part: ``method`` and ``metrics``.
+
+    Compared and hashed by content: metrics as sorted JSON text, with ``repr`` for what
+    JSON lacks (a dict, or the lists in it, do not hash; a tuple reads as a list). Equal
+    metrics give equal treedefs, so ``jit`` reuses its compile; other metrics are
+    another treedef, a recompile (:meth:`Aligner.bare` drops them). Unflattening hands
+    back the very metrics given (shared, not copied; not a JSON round trip).
+    """
+
+    __slots__ = ("method", "metrics", "_key")
+
+    def __init__(self, method: str, metrics: dict[str, Any]):
+        self.method, self.metrics = method, metrics
+        self._key = (method, json.dumps(metrics, sort_keys=True, default=repr))
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, _Provenance) and self._key == other._key
+
+    def __hash__(self) -> int:
+        return hash(self._key)
+
+    def __repr__(self) -> str:
+        return f"_Provenance(method={self.method!r}, metrics={self.metrics!r})"
+
+
+# A pytree: w and b are the leaves (so jit, vmap, device_put and shardings take an
+# Aligner whole); method and metrics ride along in the treedef.
+jax.tree_util.register_pytree_with_keys(
     Aligner,
-    lambda a: ((a.w, a.b), (a.method, json.dumps(a.metrics, sort_keys=True, default=str))),
-    lambda aux, children: Aligner(*children, metrics=json.loads(aux[1]), method=aux[0]))
+    lambda a: (((jax.tree_util.GetAttrKey("w"), a.w), (jax.tree_util.GetAttrKey("b"), a.b)),
+               _Provenance(a.method, a.metrics)),
+    lambda p, children: Aligner(*children, metrics=p.metrics, method=p.method),
+    flatten_func=lambda a: ((a.w, a.b), _Provenance(a.method, a.metrics)))
 
 
 def align(w: Array, b: Array, z: Array) -> Array:

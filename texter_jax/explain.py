@@ -196,14 +196,15 @@ def explain_arrays(classifier: ClassifierLike, variables: Variables, aligner: Al
         class_idx = placement.pad(jnp.asarray(class_idx, jnp.int32))[0]
     x, keys, class_idx = placement.put_batch((images, keys, class_idx))
     use_sae = config.use_sae and sae is not None
-    variables, sae_params, magnitude, w, b = placement.put_replicated(
-        (variables, sae.params if use_sae else None, jnp.asarray(magnitude, jnp.float32),
-         jnp.asarray(aligner.w), jnp.asarray(aligner.b)))
-    ranked = config.ranked_units
+    # The artefacts travel whole (pytrees); the aligner bare, so its metrics do not
+    # become part of stage 3's compiled identity.
+    variables, sae, magnitude, aligner = placement.put_replicated(
+        (variables, sae if use_sae else None, jnp.asarray(magnitude, jnp.float32),
+         aligner.bare()))
     pred, contrib = stage1_program(placement)(
-        variables, sae_params, x, class_idx, fold_keys(keys, "random_units"),
-        classifier=classifier, steps=config.ig_steps, method=config.ig_method, ranked=ranked, use_sae=use_sae,
-        top_k=sae.top_k if use_sae else 0, ranking=config.unit_ranking, selector=units)
+        variables, sae, x, class_idx, fold_keys(keys, "random_units"),
+        classifier=classifier, steps=config.ig_steps, method=config.ig_method,
+        ranked=config.ranked_units, ranking=config.unit_ranking, selector=units)
     valid = contrib.ranked_valid
     if config.objective == "class_logit":
         objective = logits_objective(classifier, variables,
@@ -212,7 +213,7 @@ def explain_arrays(classifier: ClassifierLike, variables: Variables, aligner: Al
         maco_ids, maco_valid, k_start = target[:, None], None, 1
     else:
         if use_sae:
-            objective = sae_objective(classifier, variables, sae_encode, sae_params,
+            objective = sae_objective(classifier, variables, sae_encode, sae.params,
                                       top_k=sae.top_k, compute_dtype=config.compute_dtype)
         else:
             objective = features_objective(classifier, variables,
@@ -226,7 +227,7 @@ def explain_arrays(classifier: ClassifierLike, variables: Variables, aligner: Al
     reader = variables if reader_variables is None else placement.put_replicated(
         reader_variables)
     crop_emb, crop_logits = stage3_program(placement)(
-        reader, w, b, fold_keys(keys, "crops"), result.image, result.transparency,
+        reader, aligner, fold_keys(keys, "crops"), result.image, result.transparency,
         classifier=classifier, n_crops=config.map_crops, whole=config.map_whole_canvas)
     scores = None if text_emb is None else retrieve_program(placement)(
         crop_emb, placement.put_replicated(jnp.asarray(text_emb, jnp.float32)))
@@ -274,9 +275,8 @@ def text_to_concept_embed_batch(classifier: ClassifierLike, variables: Variables
     check_classifier(classifier, variables, aligner=aligner, caller="text_to_concept")
     placement = local_placement()
     images, n_real = placement.pad(jnp.asarray(images, jnp.float32))
-    variables, w, b = placement.put_replicated(
-        (variables, jnp.asarray(aligner.w), jnp.asarray(aligner.b)))
-    pred, emb = baseline_program(placement)(variables, w, b, placement.put_batch(images),
+    variables, aligner = placement.put_replicated((variables, aligner.bare()))
+    pred, emb = baseline_program(placement)(variables, aligner, placement.put_batch(images),
                                             classifier=classifier)
     label, probs, emb = host_read((pred.label, pred.probs, emb))
     prob = np.take_along_axis(probs, label[:, None], axis=1)[:, 0]

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import types
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -28,7 +29,7 @@ from texter_jax.io.class_names import ClassNamesError, read_class_index
 from texter_jax.plan import BatchChoice, ExplainSpec, auto_batch
 from texter_jax.sae import Sae, SaeConfig
 from texter_jax.text.encoder import text_encoder
-from texter_jax.text_cache import TextEmbeddingCache, checkpoint_identity
+from texter_jax.text_cache import TextEmbeddingCache, TextMemo, checkpoint_identity
 from texter_jax.types import ClassifierLike, ImageTextModel, Variables
 
 
@@ -46,22 +47,39 @@ class Banks:
     use_generic: bool | None = None
 
 
+class _Checked(type):
+    """How ``Session(...)`` builds one: :meth:`Session._checked` checks the parts and
+    fills in the defaults that depend on other parts (class names from the classifier,
+    the text encoder from the CLIP) *before* the frozen dataclass stores anything, so
+    nothing is assigned after construction. ``dataclasses.replace`` checks anew."""
+
+    def __call__(cls, *args, **kwargs):
+        return super().__call__(**cls._checked(*args, **kwargs))
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
-class Session:
+class Session(metaclass=_Checked):
     """A classifier, a CLIP, the aligner between them, an optional TopK SAE, class names,
-    concept banks and the text-embedding cache.
+    concept banks and the text-embedding cache. Immutable (a frozen dataclass: assigning
+    a field raises); the only state that changes is :attr:`memo`, a cache.
+
+    Built as ``Session(classifier, variables, clip, clip_variables, aligner, sae=None,
+    class_names=None, encode_texts=None, text_cache=None, banks=Banks(), names={})``
+    (checked once, see :class:`_Checked`) or from files by :func:`load`.
 
     Attributes:
       classifier, variables: the classifier to explain (features D, classes C).
       clip, clip_variables: the image-text model (embedding E).
       aligner: w [E, D], b [E].
       sae: a TopK SAE over the D features, or None.
-      class_names: C names in index order.
-      encode_texts: ``texts -> [N, E]`` (default: the CLIP's text tower, with its own
-        tokenizer or the one in the folder ``names["clip"]``).
+      class_names: C names in index order (a tuple; given None: ``class_<i>``).
+      encode_texts: ``texts -> [N, E]`` (given None: the CLIP's text tower, with its own
+        tokenizer or the one in the folder ``names["clip"]``; None if it has neither).
       text_cache: an on-disk cache for ``encode_texts``, or None.
       banks: concept-bank sources.
-      names: where each part came from (paths, or descriptions), for messages.
+      names: where each part came from (paths, or descriptions), for messages
+        (read-only).
+      memo: the in-memory text-embedding memo (mutable: a cache, not an argument).
     """
 
     classifier: ClassifierLike
@@ -70,54 +88,60 @@ class Session:
     clip_variables: Variables
     aligner: Aligner
     sae: Sae | None = None
-    class_names: Sequence[str] | None = None
+    class_names: tuple[str, ...] | None = None
     encode_texts: Callable[[list[str]], np.ndarray] | None = None
     text_cache: TextEmbeddingCache | None = None
     banks: Banks = Banks()
-    names: dict = dataclasses.field(default_factory=dict)
-    _memo: dict = dataclasses.field(default_factory=dict, repr=False)
+    names: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    memo: TextMemo = dataclasses.field(default_factory=TextMemo, init=False, repr=False)
 
-    def __post_init__(self):
-        name = self.names.get
-        if not isinstance(self.classifier, ClassifierLike):
+    @staticmethod
+    def _checked(classifier, variables, clip, clip_variables, aligner, sae=None,
+                 class_names=None, encode_texts=None, text_cache=None, banks=Banks(),
+                 names=None) -> dict:
+        """The fields to store: the parts checked to fit, the defaults resolved."""
+        names = types.MappingProxyType(dict(names or {}))
+        name = names.get
+        if not isinstance(classifier, ClassifierLike):
             raise SessionError(f"{name('classifier', 'the classifier')} is not a classifier "
                                "(it needs features, head, image_size, feature_dim, num_classes)")
-        if not isinstance(self.clip, ImageTextModel):
+        if not isinstance(clip, ImageTextModel):
             raise SessionError(f"{name('clip', 'the CLIP')} is not an image-text model "
                                "(it needs encode_image, encode_text, embed_dim)")
         try:  # traced once on one image: features [1, D] and logits [1, C] as declared
-            check_classifier(self.classifier, self.variables, caller="Session")
+            check_classifier(classifier, variables, caller="Session")
         except ClassifierMismatch as err:
             raise SessionError(f"{name('classifier', 'the classifier')}: {err}") from err
-        d, e = self.classifier.feature_dim, self.clip.embed_dim
-        if tuple(self.aligner.w.shape) != (e, d):
+        d, e = classifier.feature_dim, clip.embed_dim
+        if tuple(aligner.w.shape) != (e, d):
             raise SessionError(
-                f"aligner {name('aligner', '')}: W is {tuple(self.aligner.w.shape)}, but the "
+                f"aligner {name('aligner', '')}: W is {tuple(aligner.w.shape)}, but the "
                 f"classifier has {d} features and the CLIP embeds in {e} (expected W [{e}, {d}])")
-        if self.sae is not None:
-            d_sae = self.sae.params["encoder"]["kernel"].shape[0]
+        if sae is not None:
+            d_sae = sae.params["encoder"]["kernel"].shape[0]
             if d_sae != d:
                 raise SessionError(f"SAE {name('sae', '')} takes {d_sae}-d inputs, but the "
                                    f"classifier has {d} features")
-        names = self.class_names
-        if names is None:
-            names = [f"class_{i}" for i in range(self.classifier.num_classes)]
-        if len(names) != self.classifier.num_classes:
-            raise SessionError(f"{len(names)} class names for a classifier with "
-                               f"{self.classifier.num_classes} classes")
-        object.__setattr__(self, "class_names", list(names))
-        for f in self.banks.files:  # read now: a bad file fails before any output
+        if class_names is None:
+            class_names = [f"class_{i}" for i in range(classifier.num_classes)]
+        if len(class_names) != classifier.num_classes:
+            raise SessionError(f"{len(class_names)} class names for a classifier with "
+                               f"{classifier.num_classes} classes")
+        for f in banks.files:  # read now: a bad file fails before any output
             try:
                 concepts = load_concepts(f)
-            except (ConceptBankError, UnicodeDecodeError, OSError) as e:
-                raise SessionError(f"concept bank {f}: {e}") from e
+            except (ConceptBankError, UnicodeDecodeError, OSError) as err:
+                raise SessionError(f"concept bank {f}: {err}") from err
             if not concepts:
                 raise SessionError(f"concept bank {f} holds no concepts (one per line, or "
                                    "a JSON list of strings)")
-        clip_dir = self.names.get("clip")
-        if self.encode_texts is None and (hasattr(self.clip, "tokenize") or clip_dir):
-            object.__setattr__(self, "encode_texts", text_encoder(
-                self.clip, self.clip_variables, clip_dir))
+        clip_dir = names.get("clip")
+        if encode_texts is None and (hasattr(clip, "tokenize") or clip_dir):
+            encode_texts = text_encoder(clip, clip_variables, clip_dir)
+        return dict(classifier=classifier, variables=variables, clip=clip,
+                    clip_variables=clip_variables, aligner=aligner, sae=sae,
+                    class_names=tuple(class_names), encode_texts=encode_texts,
+                    text_cache=text_cache, banks=banks, names=names)
 
     # -- text side --------------------------------------------------------------------
 
@@ -130,19 +154,17 @@ class Session:
     def text_embeddings(self, texts: Sequence[str]) -> np.ndarray:
         """float32 [T, E] CLIP text embeddings, through the on-disk cache and an
         in-memory memo (each distinct text is encoded once per session)."""
-        memo = self._memo
-        missing = [t for t in dict.fromkeys(texts) if t not in memo]
+        missing = self.memo.missing(texts)
         if missing and self.encode_texts is None:
             raise SessionError("this session cannot encode texts: its CLIP has no tokenizer "
                                "of its own; pass encode_texts= (or names={'clip': folder "
                                "with the tokenizer files})")
         if missing:
-            emb = (self.text_cache.get(missing, self.encode_texts) if self.text_cache
-                   else self.encode_texts(missing))
-            memo.update(zip(missing, np.asarray(emb, np.float32)))
+            self.memo.add(missing, self.text_cache.get(missing, self.encode_texts)
+                          if self.text_cache else self.encode_texts(missing))
         if not texts:
             return np.zeros((0, self.clip.embed_dim), np.float32)
-        return np.stack([memo[t] for t in texts])
+        return self.memo.stack(texts)
 
     # -- image side -------------------------------------------------------------------
 

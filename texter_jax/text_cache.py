@@ -139,3 +139,30 @@ class TextEmbeddingCache:
 
     def __repr__(self) -> str:
         return f"TextEmbeddingCache({json.dumps(self.info())})"
+
+
+class TextMemo:
+    """An in-memory ``text -> float32 [E]`` memo. Mutable on purpose: it is a cache.
+
+    An immutable :class:`~texter_jax.session.Session` owns one, so that each distinct
+    text is encoded (or read from the disk cache) once per session; it grows as texts
+    are asked for and holds nothing else.
+    """
+
+    def __init__(self):
+        self._rows: dict[str, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def missing(self, texts: Sequence[str]) -> list[str]:
+        """The distinct texts not memoised yet, in first-seen order."""
+        return [t for t in dict.fromkeys(texts) if t not in self._rows]
+
+    def add(self, texts: Sequence[str], emb) -> None:
+        """Memoises ``emb`` float [N, E], row i for ``texts[i]``."""
+        self._rows.update(zip(texts, np.asarray(emb, np.float32)))
+
+    def stack(self, texts: Sequence[str]) -> np.ndarray:
+        """float32 [T, E] for texts that are all memoised."""
+        return np.stack([self._rows[t] for t in texts])

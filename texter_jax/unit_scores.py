@@ -42,20 +42,20 @@ class UnitContributions(NamedTuple):
     gap: Array
 
 
-@functools.partial(jax.jit, static_argnames=("classifier", "top_k", "steps", "method",
-                                             "ranked", "ranking"))
-def _stage1(classifier, variables, sae_params, images, class_idx, *, top_k, steps, method,
-            ranked, ranking):
+# The Sae is an argument whole (a pytree, k static in its treedef) or None.
+@functools.partial(jax.jit, static_argnames=("classifier", "steps", "method", "ranked",
+                                             "ranking"))
+def _stage1(classifier, variables, sae, images, class_idx, *, steps, method, ranked,
+            ranking):
     pred = predict(classifier, variables, images)
     c = pred.label if class_idx is None else class_idx
-    sae = None if sae_params is None else Sae(sae_params, top_k)
     contrib = contributions(classifier, variables, pred.z, c, sae, steps=steps,
                             method=method, ranked=ranked, ranking=ranking)
     if sae is None:
         end, start = pred.z, jnp.zeros_like(pred.z)
     else:
-        codes = sae_encode(sae_params, pred.z, top_k)[1]
-        end, start = sae_decode(sae_params, codes), sae_decode(sae_params,
+        codes = sae_encode(sae.params, pred.z, sae.top_k)[1]
+        end, start = sae_decode(sae.params, codes), sae_decode(sae.params,
                                                                jnp.zeros_like(codes))
     f = lambda z: jnp.take_along_axis(classifier.head(variables, z), c[:, None], 1)[:, 0]
     return UnitContributions(pred, contrib, c, f(end) - f(start))
@@ -85,7 +85,6 @@ def unit_contributions(classifier: ClassifierLike, variables: Variables, images,
     images = jnp.asarray(images, jnp.float32)
     if class_idx is not None:
         class_idx = jnp.asarray(class_idx, jnp.int32)
-    return _stage1(classifier, variables, sae.params if use_sae else None, images,
-                   class_idx, top_k=sae.top_k if use_sae else 0, steps=config.ig_steps,
-                   method=config.ig_method, ranked=config.ranked_units,
-                   ranking=config.unit_ranking)
+    return _stage1(classifier, variables, sae if use_sae else None, images, class_idx,
+                   steps=config.ig_steps, method=config.ig_method,
+                   ranked=config.ranked_units, ranking=config.unit_ranking)

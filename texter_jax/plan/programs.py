@@ -17,13 +17,14 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from texter_jax.aligner import Aligner
 from texter_jax.batching import Placement
 from texter_jax.config import ExplainConfig
 from texter_jax.emphasis import (features_objective, logits_objective, maco_batch_program,
                                  sae_objective, spectrum_shape)
 from texter_jax.plan import hlo as hlo_text
 from texter_jax.programs import retrieve_program, stage1_program, stage3_program
-from texter_jax.sae import SaeConfig, init_sae, sae_encode
+from texter_jax.sae import Sae, SaeConfig, init_sae, sae_encode
 
 PROGRAMS = ("stage1", "maco", "stage3", "retrieve")
 COLLECTIVES = ("all-gather", "all-reduce", "collective-permute", "all-to-all",
@@ -129,24 +130,23 @@ def lower_explain(spec: ExplainSpec, placement: Placement, batch: int, *,
     size, canvas = clf.image_size, cfg.maco.canvas
     variables = _placed(spec.variables, rep)
     use_sae = cfg.use_sae and spec.sae is not None
-    sae_params = None
+    sae = None
     if use_sae:
-        sae_params = _placed(jax.eval_shape(lambda k: init_sae(k, spec.sae),
-                                            jax.random.key(0)), rep)
+        sae = Sae(_placed(jax.eval_shape(lambda k: init_sae(k, spec.sae), jax.random.key(0)),
+                          rep), spec.sae.top_k)
     out = {}
     if "stage1" in only:
         out["stage1"] = stage1_program(placement).lower(
-            variables, sae_params, _batch((n, size, size, 3), jnp.float32, placement), None,
+            variables, sae, _batch((n, size, size, 3), jnp.float32, placement), None,
             _keys(n, placement.batch), classifier=clf, steps=cfg.ig_steps,
-            method=cfg.ig_method, ranked=cfg.ranked_units, use_sae=use_sae,
-            top_k=spec.sae.top_k if use_sae else 0, ranking=cfg.unit_ranking,
+            method=cfg.ig_method, ranked=cfg.ranked_units, ranking=cfg.unit_ranking,
             selector="ig", unroll=unroll)
     if "maco" in only:
         if cfg.objective == "class_logit":
             objective, width = logits_objective(clf, variables,
                                                 compute_dtype=cfg.compute_dtype), 1
         elif use_sae:
-            objective = sae_objective(clf, variables, sae_encode, sae_params,
+            objective = sae_objective(clf, variables, sae_encode, sae.params,
                                       top_k=spec.sae.top_k, compute_dtype=cfg.compute_dtype)
             width = cfg.ranked_units
         else:
@@ -163,9 +163,10 @@ def lower_explain(spec: ExplainSpec, placement: Placement, batch: int, *,
     if "stage3" in only:
         e, d = spec.clip_dim, clf.feature_dim
         canvas_spec = _batch((n, canvas, canvas, 3), jnp.float32, placement)
+        aligner = Aligner(jax.ShapeDtypeStruct((e, d), jnp.float32, sharding=rep),
+                          jax.ShapeDtypeStruct((e,), jnp.float32, sharding=rep))
         out["stage3"] = stage3_program(placement).lower(
-            variables, jax.ShapeDtypeStruct((e, d), jnp.float32, sharding=rep),
-            jax.ShapeDtypeStruct((e,), jnp.float32, sharding=rep), _keys(n, placement.batch),
+            variables, aligner, _keys(n, placement.batch),
             canvas_spec, canvas_spec, classifier=clf, n_crops=cfg.map_crops,
             whole=cfg.map_whole_canvas, unroll=unroll)
     if "retrieve" in only:
