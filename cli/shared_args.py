@@ -61,7 +61,7 @@ def add_texter_args(g, *, ablation_lists: bool = False, auto_batch: bool = False
     else:
         g.add_argument("--preset", choices=list(PRESETS), default="release",
                        help="release: the release's settings; fast: adds MACO's convergence "
-                            "stop (see README, 'Fast preset')")
+                            "stop (see docs/real_checkpoints.md, 'The fast preset')")
     g.add_argument("--bf16", action="store_true",
                    help="bfloat16 classifier forward/backward inside MACO (fp32 otherwise)")
     if auto_batch:

@@ -1,7 +1,13 @@
 """One entry point for every conversion: detect the layout, convert, save atomically.
 
-    >>> from texter_jax.converters.api import convert            # doctest: +SKIP
-    >>> convert("resnet50.pth", "models/resnet50")     # doctest: +SKIP
+    >>> import tempfile, torch, torchvision
+    >>> from texter_jax.converters.api import convert
+    >>> from texter_jax.io.checkpoints import load_model
+    >>> d = tempfile.mkdtemp()
+    >>> torch.save(torchvision.models.resnet18(num_classes=10).state_dict(), f"{d}/r18.pth")
+    >>> model, variables = load_model(convert(f"{d}/r18.pth", f"{d}/resnet18"))
+    >>> model.family, model.feature_dim, model.num_classes
+    ('resnet', 512, 10)
 
 Layouts and the converter function behind each (module, function):
 """

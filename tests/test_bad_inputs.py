@@ -3,8 +3,8 @@ fit together and unwritable outputs. Each case expects exit code 2 (or the docum
 one), one error line on stderr that names the file or part at fault, no traceback, and
 no output left behind (a previous run's files untouched).
 
-``TEXTER_BAD_INPUT_TABLE=docs/bad_inputs.md ./dev test tests/test_bad_inputs.py`` writes
-the case -> message table the README links (paths cut to their last component).
+``TEXTER_BAD_INPUT_TABLE=docs/bad_inputs_table.md ./dev test tests/test_bad_inputs.py`` writes
+the case -> message table of docs/bad_inputs.md (paths cut to their last component).
 """
 
 from __future__ import annotations
@@ -250,7 +250,7 @@ _SEEN: list[tuple[str, str, str]] = []
 
 
 def _short(text: str) -> str:
-    """Absolute paths cut to their last component, for the README's table."""
+    """Absolute paths cut to their last component, for the table of docs/bad_inputs.md."""
     return re.sub(r"/\S*/([^/\s]+)", r"\1", text)
 
 

@@ -99,7 +99,7 @@ class ExplainConfig:
         module's ``dtype=``) still runs in float32: ``explain_batch`` warns once
         (:class:`~texter_jax.classifier_check.ComputeDtypeWarning`).
       max_retries: bound on the MACO retries per image (the release has none).
-      unit_ranking: ``"abs"`` ranks units by |attribution| as the release does (units
+      unit_ranking: ``"abs"`` ranks units by ``|attribution|`` as the release does (units
         that argue *against* the class can be selected); ``"signed"`` keeps the largest
         positive contributions only.
       objective: what stage 2 maximises: ``"units"`` (TEXTER: the selected units) or
@@ -139,7 +139,7 @@ class ExplainConfig:
         ``"fast"`` keeps every release setting and adds MACO's convergence stop
         (:class:`MacoConfig`: windows of 32 steps, at least 128, stop when a window's
         mean objective gains no more than 1 % on the previous one; at most 512 steps).
-        Its effect on the explanations is measured by ``bench/fast_preset.py`` (README).
+        Its effect on the explanations is measured by ``bench/fast_preset.py`` (docs/measurements.md).
         """
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")

@@ -182,7 +182,7 @@ def top_units(scores: Array, k: int = 6, active: Array | None = None, *,
               by: str = "abs") -> tuple[Array, Array]:
     """The ``k`` most contributing units per row.
 
-    Release rule: rank by |score| descending (ties: lower index first), over the active
+    Release rule: rank by ``|score|`` descending (ties: lower index first), over the active
     SAE codes only when scoring codes (``active = codes != 0``), over all units otherwise.
 
     Args:

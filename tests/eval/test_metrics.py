@@ -235,13 +235,4 @@ def test_bootstrap_padding_with_size_equals_unpadded():
     np.testing.assert_allclose(hi - lo, hi2 - lo2, rtol=0.35)
 
 
-@pytest.mark.parametrize("name", ["bootstrap", "clip_score", "curves", "directional",
-                                  "directions", "hits", "misclassification",
-                                  "rank_correlation"])
-def test_docstring_examples(name):
-    import doctest
-    import importlib
-
-    mod = importlib.import_module(f"texter_jax.eval.metrics.{name}")
-    result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
-    assert result.failed == 0 and result.attempted > 0
+# The >>> examples of every metric module run as doctests in tests/test_docs_examples.py.
