@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from texter_jax.types import Array, PRNGKey, Variables
+from texter_jax.types import PRNGKey, Variables
 
 VARIANTS = ("head", "top", "units")
 _NUMBERED = re.compile(r"^(.*?)(\d+)$")

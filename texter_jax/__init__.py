@@ -86,7 +86,7 @@ if TYPE_CHECKING:
     from texter_jax.emphasis import spectrum_from_images as spectrum_from_images
     from texter_jax.explain import Explanation as Explanation
     from texter_jax.explain import KEY_TAGS as KEY_TAGS
-    from texter_jax.explain import contributions as contributions_of
+    from texter_jax.explain import contributions as contributions_of  # noqa: F401 - in __all__
     from texter_jax.explain import embed_concept_images as embed_concept_images
     from texter_jax.explain import explain_batch as explain_batch
     from texter_jax.explain import fold_keys as fold_keys
@@ -109,7 +109,7 @@ if TYPE_CHECKING:
     from texter_jax.session import Banks as Banks
     from texter_jax.session import Session as Session
     from texter_jax.session import SessionError as SessionError
-    from texter_jax.session import load as load_session
+    from texter_jax.session import load as load_session  # noqa: F401 - in __all__
     from texter_jax.text.encoder import text_encoder as text_encoder
     from texter_jax.types import ClassifierLike as ClassifierLike
     from texter_jax.types import ImageTextModel as ImageTextModel

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import numpy as np
 
 
 def make_forward(features_fn: Callable, batch_size: int, *, variables: Any = None,
