@@ -57,7 +57,8 @@ def main() -> None:
     from texter_jax.concepts.banks import generic_bank
     from texter_jax.emphasis import MacoConfig, default_spectrum, maco_batch, sae_objective
     from texter_jax.explain import Aligner, Sae, contributions, embed_concept_images, predict
-    from texter_jax.models.clip import ClipConfig, build as build_clip
+    from texter_jax.models.clip import ClipConfig
+    from texter_jax.models.clip import build as build_clip
     from texter_jax.models.registry import config_to_dict
     from texter_jax.models.resnet import ResNetConfig, make_classifier, random_variables
     from texter_jax.sae import SaeConfig, init_sae, sae_encode
@@ -85,7 +86,7 @@ def main() -> None:
     for b in (1, B):
         x = images[:b]
         jax.block_until_ready(stage1(x))
-        t = _median(lambda: jax.block_until_ready(stage1(x)), args.reps)
+        t = _median(lambda x=x: jax.block_until_ready(stage1(x)), args.reps)
         rows.append((f"stage 1: predict + IG(SAE, 100 steps), batch {b}", t / b))
     ig_per_image = rows[-1][1]
 
@@ -97,8 +98,9 @@ def main() -> None:
     keys = jax.random.split(jax.random.key(0), B)
     maco_step = {}
     for b in (1, B):
-        run = lambda: jax.block_until_ready(
-            maco_batch(objective, keys[:b], magnitude, cfg, units[:b]).image)
+        def run(b=b):
+            return jax.block_until_ready(
+                maco_batch(objective, keys[:b], magnitude, cfg, units[:b]).image)
         t0 = time.perf_counter()
         run()
         compile_s = time.perf_counter() - t0

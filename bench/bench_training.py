@@ -35,8 +35,15 @@ def bench_sae(args, torch):
     import numpy as np
 
     from texter_jax.sae import SaeConfig, init_sae
-    from texter_jax.train.sae_train import (AuxK, SaeTrainConfig, _zero_acc, aux_state,
-                                 batch_topk_state, make_optimizer, make_train_step)
+    from texter_jax.train.sae_train import (
+        AuxK,
+        SaeTrainConfig,
+        _zero_acc,
+        aux_state,
+        batch_topk_state,
+        make_optimizer,
+        make_train_step,
+    )
 
     d, n, k, bs = 2048, 16384, 1638, 1024
     cfg = SaeConfig(input_dim=d, nb_concepts=n, top_k=k)

@@ -27,6 +27,7 @@ import os
 import subprocess
 import sys
 import time
+from itertools import pairwise
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -46,6 +47,7 @@ def child(args) -> dict:
 
     sys.path.insert(0, HERE)
     from release_torch import ReleasePipeline
+
     from texter_jax.emphasis import MacoConfig, default_spectrum, maco_progress
     from texter_jax.explain import Aligner, ExplainConfig, Sae, explain_batch, image_keys
     from texter_jax.models.resnet import ResNetConfig, make_classifier, random_variables
@@ -85,14 +87,14 @@ def child(args) -> dict:
                       jnp.zeros(512, jnp.float32))
     cfg = ExplainConfig(maco=MacoConfig(canvas=args.canvas, steps=args.steps))
     for b in sorted({1, args.batch}):
-        call = lambda: explain_batch(clf, variables, aligner, text, images[:b],
-                                     image_keys(0, range(b)), cfg, sae=sae,
-                                     magnitude=magnitude)
+        def call(b=b):
+            return explain_batch(clf, variables, aligner, text, images[:b],
+                                 image_keys(0, range(b)), cfg, sae=sae, magnitude=magnitude)
         compile_s, _ = _timed(call)  # compiles; its timing is reported apart
         stamps: list[float] = []
-        with maco_progress(lambda t: stamps.append(time.perf_counter())):
+        with maco_progress(lambda t, stamps=stamps: stamps.append(time.perf_counter())):
             wall, _ = _timed(call)
-        step = _median([b2 - a for a, b2 in zip(stamps[:-1], stamps[1:])])
+        step = _median([b2 - a for a, b2 in pairwise(stamps)])
         out[f"ours_b{b}_step"] = step
         out[f"ours_b{b}_fixed"] = max(wall - args.steps * step, 0.0)
         out[f"ours_b{b}_first_call"] = compile_s

@@ -105,7 +105,8 @@ def main() -> None:
             top = set(np.argsort(-r["scores"][i])[:args.top])
             overlap.append(len(top_ref & top) / args.top)
             rho.append(_spearman(ref["scores"][i], r["scores"][i]))
-        fmt = lambda x: f"{np.mean(x):.3f} [{np.min(x):.3f}, {np.max(x):.3f}]"
+        def fmt(x):
+            return f"{np.mean(x):.3f} [{np.min(x):.3f}, {np.max(x):.3f}]"
         print(f"| {name} | {', '.join(map(str, r['steps']))} | {r['seconds']:.1f} | "
               f"{fmt(ratio)} | {fmt(corr)} | {fmt(overlap)} | {fmt(rho)} |")
     same_units = all(np.array_equal(out[n]["units"], ref["units"]) for n in out)

@@ -93,6 +93,7 @@ def run_release(args) -> dict:
 
     sys.path.insert(0, HERE)
     from release_torch import ReleasePipeline
+
     from texter_jax.emphasis import default_spectrum
 
     dev = "cuda" if args.device == "gpu" and torch.cuda.is_available() else "cpu"

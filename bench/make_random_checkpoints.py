@@ -29,8 +29,8 @@ def main() -> None:
     import torchvision
     import transformers
 
-    from texter_jax.converters.release import export_release_aligner, export_release_sae
     from texter_jax.concepts.banks import generic_bank
+    from texter_jax.converters.release import export_release_aligner, export_release_sae
     from texter_jax.sae import SaeConfig, init_sae
     from texter_jax.text.bpe import write_clip_tokenizer
 

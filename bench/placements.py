@@ -86,8 +86,8 @@ def explain_programs() -> None:
 
 
 def eval_programs() -> None:
-    from texter_jax.eval.scoring import PROGRAMS
     from tests.test_explain import _setup
+    from texter_jax.eval.scoring import PROGRAMS
 
     clf, v, sae, al, text, images = _setup()
     p = local_placement()
@@ -106,7 +106,12 @@ def training_programs() -> None:
     from tests.test_explain import _setup
     from texter_jax.sae import SaeConfig, init_sae
     from texter_jax.train.feature_forward import make_forward
-    from texter_jax.train.sae_train import SaeTrainConfig, _zero_acc, make_optimizer, make_train_step
+    from texter_jax.train.sae_train import (
+        SaeTrainConfig,
+        _zero_acc,
+        make_optimizer,
+        make_train_step,
+    )
 
     clf, v, *_, images = _setup()
     images = np.concatenate([images, images, images[:2]])

@@ -17,8 +17,9 @@ Per level and photo (class = the ORIGINAL model's prediction, kept fixed):
 * stage 2: MACO (library ``maco_batch_with_retry`` on ``features_objective``, as the
   ``use_sae=False`` path of ``explain.py``: top-6 of 16 ranked units, one more unit and a
   fresh key ``fold_in(key, attempt)`` while the transparency map is all zero, as the
-  release; power-law template; same key at every level) under that level's network. The concept image is compared with the original
-  level's by measures read through the ORIGINAL network, independent of the MACO seed:
+  release; power-law template; same key at every level) under that level's network. The
+  concept image is compared with the original level's by measures read through the
+  ORIGINAL network, independent of the MACO seed:
   - feature profile: features averaged over 32 MACO-style random crops (centre
     N(0.5, 0.15), side U[0.25, 0.30], no noise; the same boxes for every image) resized
     to 224; Spearman of the two 1280-d profiles;
@@ -61,6 +62,7 @@ PROFILE_CROPS, GRID, REDRAW_SEED, PROFILE_SEED = 32, 32, 2018, 7
 def cascade(clf, variables, n_levels):
     """[(name, variables, new paths)]: original, then cumulative re-draws, top-down."""
     import jax
+
     from texter_jax.eval import sanity
     params = variables["params"]
     all_paths = sorted(sanity._path_str(p)  # private helper there: "a/b/c" leaf paths
@@ -85,6 +87,7 @@ def cascade(clf, variables, n_levels):
 
 def rho(a, b, mask=None) -> float:
     import jax.numpy as jnp
+
     from texter_jax.eval.metrics import spearman
     a, b = np.asarray(a, np.float32).ravel()[None], np.asarray(b, np.float32).ravel()[None]
     m = None if mask is None else jnp.asarray(np.asarray(mask).ravel()[None])
@@ -103,6 +106,7 @@ def coverage(key, cfg) -> np.ndarray:
     """How many MACO crops covered each canvas pixel: the boxes of ``loop.render_batch``
     replayed (split -> fold_in(step) -> split -> sample_boxes), [S, S]."""
     import jax
+
     from texter_jax.emphasis.crops import sample_boxes
     k_loop = jax.random.split(key)[1]
     boxes = np.asarray(jax.vmap(lambda t: sample_boxes(
@@ -113,7 +117,10 @@ def coverage(key, cfg) -> np.ndarray:
     for cy, cx, s in boxes:  # 2-D difference array
         y0, x0 = (int(np.clip(np.floor(c - s / 2), 0, cfg.canvas)) for c in (cy, cx))
         y1, x1 = (int(np.clip(np.ceil(c + s / 2), 0, cfg.canvas)) for c in (cy, cx))
-        cov[y0, x0] += 1; cov[y1, x0] -= 1; cov[y0, x1] -= 1; cov[y1, x1] += 1
+        cov[y0, x0] += 1
+        cov[y1, x0] -= 1
+        cov[y0, x1] -= 1
+        cov[y1, x1] += 1
     return cov.cumsum(0).cumsum(1)[:-1, :-1]
 
 
@@ -131,9 +138,14 @@ def main() -> None:
     import jax
     import jax.numpy as jnp
     import real_weights as rw
+
     from texter_jax.contributions import ig_features, top_units
-    from texter_jax.emphasis import (MacoConfig, default_spectrum, features_objective,
-                                     maco_batch_with_retry)
+    from texter_jax.emphasis import (
+        MacoConfig,
+        default_spectrum,
+        features_objective,
+        maco_batch_with_retry,
+    )
     from texter_jax.emphasis.crops import crop_and_resize, sample_boxes
     from texter_jax.mapping import normalize_concept_image
 
@@ -144,8 +156,9 @@ def main() -> None:
     cfg = MacoConfig(canvas=args.canvas, steps=args.steps, n_crops=args.crops,
                      crop_size=clf.image_size)
     mag = default_spectrum(args.canvas)
-    keys_for = lambda s: jax.vmap(lambda i: jax.random.fold_in(jax.random.key(s), i))(
-        jnp.arange(len(photos), dtype=jnp.uint32))
+    def keys_for(s):
+        return jax.vmap(lambda i: jax.random.fold_in(jax.random.key(s), i))(
+            jnp.arange(len(photos), dtype=jnp.uint32))
     boxes = sample_boxes(jax.random.key(PROFILE_SEED), PROFILE_CROPS)
 
     @jax.jit
@@ -173,7 +186,8 @@ def main() -> None:
                                         max_retries=MAX_RETRIES)
         img, tr = np.asarray(r.image), np.asarray(r.transparency)
         cov = [coverage(jax.random.fold_in(k, int(n)) if n else k, cfg)
-               for k, n in zip(keys, info.retries)]  # the retry's key is fold_in(key, attempt)
+               # the retry's key is fold_in(key, attempt)
+               for k, n in zip(keys, info.retries, strict=True)]
         prof = np.stack([np.asarray(profile(jnp.asarray(i))) for i in img])
         return dict(img=img, tr=tr, cov=cov, prof=prof, obj=np.asarray(r.objective_trace)[:, -1],
                     n_units=info.n_units.tolist(), retries=info.retries.tolist(),
@@ -189,12 +203,14 @@ def main() -> None:
               f"re-drawn, MACO {runs[-1][2]['seconds']:.0f}s", flush=True)
         for b, p in enumerate(photos):
             live = (ig[b] != 0) | (ig0[b] != 0)
-            rows[p].append(dict(level=name, redrawn_tensors=len(paths), units=ranked[b, :K].tolist(),
+            rows[p].append(dict(level=name, redrawn_tensors=len(paths),
+                                units=ranked[b, :K].tolist(),
                                 top1=classes[int(pred[b])], prob_of_class=float(probs[b, label[b]]),
                                 top6_overlap=len(set(ranked[b, :K]) & set(units0[b])),
                                 spearman_abs_ig=rho(np.abs(ig[b]), np.abs(ig0[b])),
                                 spearman_abs_ig_nonzero=rho(np.abs(ig[b]), np.abs(ig0[b]), live),
-                                nonzero_ig_units=int((ig[b] != 0).sum()), ig_seconds=round(t_ig, 2)))
+                                nonzero_ig_units=int((ig[b] != 0).sum()),
+                                ig_seconds=round(t_ig, 2)))
     for s in (1, 2):
         runs.append((f"floor seed {args.seed + s}", s, render(var0, ranked0, args.seed + s)))
         print(f"[{time.perf_counter() - t_start:.0f}s] floor seed {args.seed + s}", flush=True)
@@ -205,7 +221,8 @@ def main() -> None:
             g_ref, g_own = grid(ref["tr"][b]), grid(r["tr"][b])
             c_ref, c_own = grid(ref["cov"][b]), grid(r["cov"][b])
             both = (c_ref > 0) & (c_own > 0)
-            per_visit = lambda g, c: np.where(both, g / np.maximum(c, 1e-9), 0)
+            def per_visit(g, c, both=both):
+                return np.where(both, g / np.maximum(c, 1e-9), 0)
             m = dict(maco_units=r["n_units"][b], maco_retries=r["retries"][b],
                      maco_failed=r["failed"][b],
                      maco_final_objective=round(float(r["obj"][b]), 4),
@@ -216,7 +233,8 @@ def main() -> None:
                                                          per_visit(g_ref, c_ref), both),
                      transparency_vs_coverage_spearman=rho(g_own, c_own),
                      transparency_mass_outside_crops=round(float(
-                         r["tr"][b].sum(-1)[r["cov"][b] == 0].sum() / max(r["tr"][b].sum(), 1e-30)), 6),
+                         r["tr"][b].sum(-1)[r["cov"][b] == 0].sum()
+                         / max(r["tr"][b].sum(), 1e-30)), 6),
                      maco_seconds=round(r["seconds"] / len(photos), 1))
             (floor[p].append(dict(level=name, **m)) if s else
              rows[p][[q["level"] for q in rows[p]].index(name)].update(m))
@@ -236,7 +254,8 @@ def main() -> None:
                 for n, _, pth in levels],
         photos={p: dict(label=int(label[b]), class_name=classes[int(label[b])],
                         prob=float(np.asarray(probs0)[b, label[b]]), units=units0[b].tolist(),
-                        orig_units_activation_on_photo=round(float(photo_acts[b][units0[b]].sum()), 4),
+                        orig_units_activation_on_photo=round(
+                            float(photo_acts[b][units0[b]].sum()), 4),
                         levels=rows[p], maco_seed_floor=floor[p]) for b, p in enumerate(photos)},
         seconds=round(time.perf_counter() - t_start, 1))
     Path(args.out, "cascade.json").write_text(json.dumps(result, indent=1))
@@ -246,7 +265,8 @@ def main() -> None:
 
 
 def write_md(path, res) -> None:
-    f = lambda v: "-" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
+    def f(v):
+        return "-" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
     s = res["settings"]
     out = ["# Cascading model randomisation: EfficientNet-Lite0 (real weights)\n",
            f"`{res['command']}`: {res['seconds']:.0f} s. MACO {s['steps']} steps, canvas "
@@ -263,14 +283,17 @@ def write_md(path, res) -> None:
                 f"act on the photo {d['orig_units_activation_on_photo']:.3f}\n",
                 "| level | top-1 of that net | top-6 overlap | Spearman abs IG (all / non-zero) | "
                 "MACO units (retries) | feature-profile Spearman | transparency Spearman (raw / "
-                "per visit) | act | MACO score, last step |", "|---|---|---|---|---|---|---|---|---|"]
+                "per visit) | act | MACO score, last step |",
+                "|---|---|---|---|---|---|---|---|---|"]
         for r in d["levels"] + d["maco_seed_floor"]:
             out.append(f"| {r['level']} | {r.get('top1', '(orig)')} | "
                        f"{r.get('top6_overlap', '6')} | {f(r.get('spearman_abs_ig', 1.0))} / "
-                       f"{f(r.get('spearman_abs_ig_nonzero', 1.0))} | {r['maco_units']} ({r['maco_retries']}"
+                       f"{f(r.get('spearman_abs_ig_nonzero', 1.0))} | "
+                       f"{r['maco_units']} ({r['maco_retries']}"
                        f"{', FAILED' if r['maco_failed'] else ''}) | "
                        f"{f(r['profile_spearman'])} | {f(r['transparency_spearman'])} / "
-                       f"{f(r['transparency_per_visit_spearman'])} | {f(r['orig_units_activation'])} | "
+                       f"{f(r['transparency_per_visit_spearman'])} | "
+                       f"{f(r['orig_units_activation'])} | "
                        f"{f(r['maco_final_objective'])} |")
     path.write_text("\n".join(out) + "\n")
 

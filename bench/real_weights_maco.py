@@ -56,8 +56,8 @@ def _import_horama():
 def torch_eval(model, images: np.ndarray, units, c: int) -> dict:
     """images [N, 224, 224, 3] in [0, 1] -> mean over N of the units' activations and of
     the class-c logit / softmax prob, through the torch model."""
-    import torch
     import real_weights as rw
+    import torch
     with torch.no_grad():
         z = rw.torch_features(model, rw.torch_input(np.asarray(images, np.float32)))
         logits = model._fc(z)
@@ -71,8 +71,9 @@ def torch_eval(model, images: np.ndarray, units, c: int) -> dict:
 def release_maco(model, units, magnitude, args):
     """horama.maco in a temp dir holding our template; returns image, transparency [S,S,3],
     the per-step scores and seconds per step."""
-    import torch
     import real_weights as rw
+    import torch
+
     from texter_jax.classifier import IMAGENET_MEAN, IMAGENET_STD
     horama = _import_horama()
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
@@ -108,6 +109,7 @@ def release_maco(model, units, magnitude, args):
 def our_maco(clf, variables, ranked_ids, photo_index, magnitude, args):
     """The explain.py use_sae=False stage 2 for one image: features_objective + retry."""
     import jax
+
     from texter_jax.emphasis import MacoConfig, features_objective, maco_batch_with_retry
     from texter_jax.explain import image_keys
     cfg = MacoConfig(canvas=args.canvas, steps=args.steps, crop_size=clf.image_size)
@@ -132,7 +134,7 @@ def figure(path, panels, titles):
     import matplotlib.pyplot as plt
     from PIL import Image
     fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 3.9), dpi=80)
-    for ax, img, title in zip(axes, panels, titles):
+    for ax, img, title in zip(axes, panels, titles, strict=True):
         small = Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8)).resize(
             (320, 320), Image.LANCZOS)
         ax.imshow(small)
@@ -156,6 +158,7 @@ def main() -> None:
     import jax
     import jax.numpy as jnp
     import real_weights as rw
+
     from texter_jax import mapping
     from texter_jax.contributions import ig_features, top_units
     from texter_jax.emphasis import spectrum_from_images
@@ -210,9 +213,12 @@ def main() -> None:
         print(f"{n}: release {r_step:.3f} s/step, {r_wall:.0f} s", flush=True)
         # ---- Evaluation through the torch model; the same crops for both canvases.
         ekey = jax.random.fold_in(jax.random.key(args.seed), 1000 + i)
-        crops = lambda im: np.asarray(mapping.random_crops(ekey, jnp.asarray(im), EVAL_CROPS))  # noqa: E731
-        whole = lambda im: np.asarray(crop_and_resize(  # noqa: E731
-            jnp.asarray(im), jnp.array([[0.5, 0.5, 1.0]], jnp.float32), 224))
+        def crops(im, ekey=ekey):
+            return np.asarray(mapping.random_crops(ekey, jnp.asarray(im), EVAL_CROPS))
+
+        def whole(im):
+            return np.asarray(crop_and_resize(
+                jnp.asarray(im), jnp.array([[0.5, 0.5, 1.0]], jnp.float32), 224))
         o_bl = np.asarray(mapping.postprocess_concept_image(o_img, o_tr))
         r_bl = np.asarray(mapping.postprocess_concept_image(r_img, r_tr))
         ev = {"photo": torch_eval(model, photos[i:i + 1], units, c)}
@@ -235,7 +241,9 @@ def main() -> None:
                                   "objective_first": float(r_trace[0]),
                                   "objective_last": float(r_trace[-1]),
                                   "objective_last32_mean": float(np.mean(r_trace[-32:]))}}
-        a = lambda t: ev[t]["sum"]  # noqa: E731
+        def a(t, ev=ev):
+            return ev[t]["sum"]
+
         figure(out / f"{n}_maco.png",
                [photos[i], o_img, o_bl, r_img, r_bl],
                [f"{n}: {classes[c]} p={ig[n]['prob']:.2f}\nunits sum {a('photo'):.2f}",
@@ -267,15 +275,19 @@ def markdown(r) -> str:
     s = r["settings"]
     lines = ["# Real weights: IG units and MACO, ours vs the release", "",
              "EfficientNet-Lite0 (real ImageNet weights), skimage photos. Command:", "",
-             *[f"    {c}" for c in r["commands"]], "", f"Wall of the last run: {r['total_wall_s']:.0f} s. "
+             *[f"    {c}" for c in r["commands"]], "",
+             f"Wall of the last run: {r['total_wall_s']:.0f} s. "
              f"MACO: {s['steps']} steps, canvas {s['canvas']}, seed {s['seed']}. "
              f"Template: {r['template']}.", "", "## Stage 1: integrated gradients over features",
              "", r["ig_note"] + ".", "",
-             "| photo | class (prob) | torch agrees | F_c(z)-F_c(0) | abs err | rel err | top-6 units (attr) |",
+             "| photo | class (prob) | torch agrees | F_c(z)-F_c(0) | abs err | rel err | "
+             "top-6 units (attr) |",
              "|---|---|---|---|---|---|---|"]
     for n, g in r["ig"].items():
-        units = ", ".join(f"{u} ({a:+.2f})" for u, a in zip(g["top6"], g["top6_attr"]))
-        lines.append(f"| {n} | {g['class_name']} ({g['prob']:.3f}) | {g['torch_class'] == g['class']} | "
+        units = ", ".join(f"{u} ({a:+.2f})"
+                          for u, a in zip(g["top6"], g["top6_attr"], strict=True))
+        lines.append(f"| {n} | {g['class_name']} ({g['prob']:.3f}) | "
+                     f"{g['torch_class'] == g['class']} | "
                      f"{g['F_c(z)-F_c(0)']:.3f} | {g['completeness_abs']:.2e} | "
                      f"{g['completeness_rel']:.2e} | {units} |")
     o = r["top6_overlap"]
@@ -288,10 +300,12 @@ def markdown(r) -> str:
               "|---|---|---|---|---|---|---|"]
     for n, m in r["maco"].items():
         for view, e in m["eval"].items():
-            lines.append(f"| {n} | {view} | {e['sum']:.3f} | {', '.join(f'{u:.2f}' for u in e['units'])} | "
+            per_unit = ", ".join(f"{u:.2f}" for u in e["units"])
+            lines.append(f"| {n} | {view} | {e['sum']:.3f} | {per_unit} | "
                          f"{e['logit']:.2f} | {e['prob']:.4f} | {e['top1_is_c']:.2f} |")
     lines += ["", "Objective = units sum on the 6 noisy MACO crops of a step (its trace).", "",
-              "| photo | impl | s/step | wall s | objective step 0 | last | mean last 32 | max transparency |",
+              "| photo | impl | s/step | wall s | objective step 0 | last | mean last 32 | "
+              "max transparency |",
               "|---|---|---|---|---|---|---|---|"]
     for n, m in r["maco"].items():
         for impl in ("ours", "release"):

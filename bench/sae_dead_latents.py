@@ -42,14 +42,14 @@ def main() -> None:
     import jax
     import numpy as np
 
-    from texter_jax.world.stack import _Rows
     from texter_jax.batching import map_in_batches
     from texter_jax.io.checkpoints import load_model
     from texter_jax.sae import SaeConfig
-    from texter_jax.world.attributes import sample_attributes
-    from texter_jax.world.generator import render
     from texter_jax.train.sae_report import sae_report
     from texter_jax.train.sae_train import SaeTrainConfig, train_sae
+    from texter_jax.world.attributes import sample_attributes
+    from texter_jax.world.generator import render
+    from texter_jax.world.stack import _Rows
 
     clf, variables = load_model(args.classifier)
     t = time.perf_counter()

@@ -19,18 +19,18 @@ import time
 import jax
 import numpy as np
 
+from texter_jax.eval.metrics.hits import hit_table
 from texter_jax.eval.records import stable_hash
-from texter_jax.world.reader_controls import class_consistency
-from texter_jax.world.demo_config import DemoConfig
-from texter_jax.world.demo import WorldDemo
-from texter_jax.world.explain import explain_world
-from texter_jax.world.stack import world_magnitude, world_stack
 from texter_jax.session import Session
 from texter_jax.world.attributes import sample_attributes
 from texter_jax.world.captions import concept_bank
+from texter_jax.world.demo import WorldDemo
+from texter_jax.world.demo_config import DemoConfig
+from texter_jax.world.explain import explain_world
 from texter_jax.world.generator import render
 from texter_jax.world.interventions import truth_values
-from texter_jax.eval.metrics.hits import hit_table
+from texter_jax.world.reader_controls import class_consistency
+from texter_jax.world.stack import world_magnitude, world_stack
 
 
 def main(argv=None) -> int:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from texter_jax.cli.shared_args import add_bank_args, add_model_args, add_texter_args
 from texter_jax.cli.process_args import add_process_args, process_group
+from texter_jax.cli.shared_args import add_bank_args, add_model_args, add_texter_args
 
 
 def register(subparsers) -> None:

@@ -15,14 +15,14 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from texter_jax.converters.artifacts import load_session
-from texter_jax.io.html_page import Card, write_page
 from texter_jax import mapping
+from texter_jax.converters.artifacts import load_session
 from texter_jax.emphasis import MacoConfig, default_spectrum, final_objective
 from texter_jax.emphasis.progress import increments
 from texter_jax.explain import ExplainConfig, image_keys
 from texter_jax.figures import explanation_figure, rgba_concept_image, save_png
 from texter_jax.io.atomic import write_json_atomic
+from texter_jax.io.html_page import Card, write_page
 from texter_jax.io.images import ImageLoadError, list_images, load_preprocessed
 from texter_jax.mapping import concept_alpha, normalize_concept_image
 from texter_jax.plan import BatchTooLarge
@@ -43,7 +43,7 @@ class ExplainRun:
     args: Any
 
     @classmethod
-    def from_args(cls, args) -> "ExplainRun":
+    def from_args(cls, args) -> ExplainRun:
         return cls(args)
 
     # -- set-up -------------------------------------------------------------------

@@ -17,7 +17,7 @@ SUBCOMMANDS: dict[str, str] = {
     "convert": "texter_jax.cli.convert_cli",
     "demo": "texter_jax.cli.demo_cli",
     "explain": "texter_jax.cli.explain_cli",
-    "extract-features": "texter_jax.cli.train_cli",  # texter_jax.cli.train_cli registers all three, once
+    "extract-features": "texter_jax.cli.train_cli",  # train_cli registers all three, once
     "train-aligner": "texter_jax.cli.train_cli",
     "train-sae": "texter_jax.cli.train_cli",
     "spectrum": "texter_jax.cli.spectrum_cli",
@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     registered: set[str] = set()
-    for name, module_name in SUBCOMMANDS.items():
+    for module_name in SUBCOMMANDS.values():
         if module_name in registered:
             continue  # one module may register several subcommands
         registered.add(module_name)

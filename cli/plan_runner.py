@@ -79,8 +79,15 @@ HEADER = (f"{'target':>10} {'dtype':>8} {'batch':>5}  {'GiB/dev':>7} {'fits':>4}
 
 
 def run_plan(args) -> int:
-    from texter_jax.plan import (DoesNotFit, TargetError, largest_batch, local_target,
-                                 plan_explain, quiet_libtpu, tpu_target)
+    from texter_jax.plan import (
+        DoesNotFit,
+        TargetError,
+        largest_batch,
+        local_target,
+        plan_explain,
+        quiet_libtpu,
+        tpu_target,
+    )
 
     dtypes = [d.strip() for d in args.dtype.split(",") if d.strip()]
     bad = [d for d in dtypes if d not in ("float32", "bfloat16")]
@@ -105,8 +112,9 @@ def run_plan(args) -> int:
         targets.append(local_target())
     specs = {d: build_spec(args, d) for d in dtypes}
     spec0 = specs[dtypes[0]]
-    print(f"{args.classifier}: {spec0.classifier.feature_dim} features"
-          f"{'' if spec0.sae is None else f', SAE {spec0.sae.input_dim}->{spec0.sae.nb_concepts} k={spec0.sae.top_k}'}"
+    sae = spec0.sae
+    sae_text = "" if sae is None else f", SAE {sae.input_dim}->{sae.nb_concepts} k={sae.top_k}"
+    print(f"{args.classifier}: {spec0.classifier.feature_dim} features{sae_text}"
           f"; canvas {args.canvas}, {args.steps} MACO steps, {args.crops} crops at "
           f"{spec0.classifier.image_size}; per device, one host of each slice")
     print("ESTIMATE from the compiler's cost model and published peaks, not a measurement "

@@ -141,8 +141,13 @@ def _error(cmd: str, e: Exception) -> int:
 
 def run_extract(args) -> int:
     from texter_jax.io.checkpoints import CheckpointError, load_model
-    from texter_jax.train.features import (FeatureShardsError, PREPROCESS, extract_features,
-                                list_image_folder, read_file_list)
+    from texter_jax.train.features import (
+        PREPROCESS,
+        FeatureShardsError,
+        extract_features,
+        list_image_folder,
+        read_file_list,
+    )
 
     group = process_group(args, "extract-features")  # before any other JAX work
     if group is None:
@@ -217,8 +222,8 @@ def _paired(features, targets):
 def run_train_aligner(args) -> int:
     import jax
 
-    from texter_jax.io.checkpoints import CheckpointError
     from texter_jax import aligner as aligner_io
+    from texter_jax.io.checkpoints import CheckpointError
     from texter_jax.train.aligner import fit_aligner
     from texter_jax.train.features import FeatureShards, FeatureShardsError
 

@@ -39,8 +39,8 @@ NEEDS_HEAD = ("dino-resnet", "dino-vit")
 # A checkpoint this many keys away from a layout's table is reported as that layout.
 MAX_KEY_PROBLEMS = 8
 # Modules whose `detect_layout(keys)` is asked, in order.
-_DETECTORS = ("texter_jax.converters.clip", "texter_jax.converters.vit", "texter_jax.converters.resnet",
-              "texter_jax.converters.efficientnet")
+_DETECTORS = ("texter_jax.converters.clip", "texter_jax.converters.vit",
+              "texter_jax.converters.resnet", "texter_jax.converters.efficientnet")
 
 
 def detect_layout(source: Source) -> str:

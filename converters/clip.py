@@ -18,18 +18,28 @@ RN50x4, RN50x16, RN50x64) are refused with a clear error.
 
 The tokenizer files of an HF folder are not weights: :func:`tokenizer_files` lists them
 and :func:`copy_tokenizer_files` puts them next to the converted model, where
-``texter_jax.text.ClipTokenizer.from_dir`` finds them (:mod:`texter_jax.converters.clip_tokenizer_files`).
+``texter_jax.text.ClipTokenizer.from_dir`` finds them
+(:mod:`texter_jax.converters.clip_tokenizer_files`).
 """
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from texter_jax.converters.clip_hf import HF_LAYOUT, convert_hf_clip, hf_clip_config, hf_clip_rules
-from texter_jax.converters.clip_openai import (OPENAI_LAYOUT, OPENAI_RESNET_MODELS, OPENAI_VIT_MODELS,
-                                    convert_openai_clip, openai_clip_config, openai_clip_rules)
-from texter_jax.converters.clip_tokenizer_files import (TOKENIZER_FILES, copy_tokenizer_files,
-                                             tokenizer_files)
+from texter_jax.converters.clip_openai import (
+    OPENAI_LAYOUT,
+    OPENAI_RESNET_MODELS,
+    OPENAI_VIT_MODELS,
+    convert_openai_clip,
+    openai_clip_config,
+    openai_clip_rules,
+)
+from texter_jax.converters.clip_tokenizer_files import (
+    TOKENIZER_FILES,
+    copy_tokenizer_files,
+    tokenizer_files,
+)
 from texter_jax.converters.mapping import ConversionError, Converted
 from texter_jax.converters.state_dict import Source
 

@@ -11,8 +11,14 @@ from __future__ import annotations
 from typing import Any
 
 from texter_jax.converters.clip_rules import dense_rules, expected_variables, ln_rules, make_config
-from texter_jax.converters.mapping import (ConversionError, Converted, Rule, apply_rules, conv_kernel,
-                                linear_kernel)
+from texter_jax.converters.mapping import (
+    ConversionError,
+    Converted,
+    Rule,
+    apply_rules,
+    conv_kernel,
+    linear_kernel,
+)
 from texter_jax.converters.state_dict import Source
 from texter_jax.models import clip as clip_model
 from texter_jax.models.registry import config_to_dict
@@ -101,8 +107,10 @@ def hf_clip_config(hf_config: dict[str, Any]) -> clip_model.ClipConfig:
                                   f"expected {want!r}")
 
     # Fields HF leaves out of config.json take CLIPTextConfig / CLIPVisionConfig defaults.
-    t = lambda k, d: text.get(k, d)
-    v = lambda k, d: vision.get(k, d)
+    def t(k, d):
+        return text.get(k, d)
+    def v(k, d):
+        return vision.get(k, d)
     if v("num_channels", 3) != 3:
         raise ConversionError(f"HF CLIP with {v('num_channels', 3)} input channels; only RGB (3)")
     acts = {t("hidden_act", "quick_gelu"), v("hidden_act", "quick_gelu")}

@@ -9,14 +9,21 @@ supported; ModifiedResNet towers (RN50, RN101, RN50x4, RN50x16, RN50x64) are ref
 from __future__ import annotations
 
 import functools
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
 from texter_jax.converters.clip_rules import dense_rules, expected_variables, ln_rules, make_config
-from texter_jax.converters.mapping import ConversionError, Converted, Rule, apply_rules, conv_kernel, identity
-from texter_jax.converters.vit_rules import head_count
+from texter_jax.converters.mapping import (
+    ConversionError,
+    Converted,
+    Rule,
+    apply_rules,
+    conv_kernel,
+    identity,
+)
 from texter_jax.converters.state_dict import Source
+from texter_jax.converters.vit_rules import head_count
 from texter_jax.models import clip as clip_model
 from texter_jax.models.registry import config_to_dict
 

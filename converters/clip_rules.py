@@ -1,4 +1,5 @@
-"""Pieces shared by the CLIP converters (:mod:`texter_jax.converters.clip_hf`, :mod:`texter_jax.converters.clip_openai`).
+"""Pieces shared by the CLIP converters (:mod:`texter_jax.converters.clip_hf`,
+:mod:`texter_jax.converters.clip_openai`).
 
 Rule builders for LayerNorm and Dense parameters, the expected (abstract) variables of a
 :class:`~texter_jax.models.clip.ClipConfig`, and config construction that reports an

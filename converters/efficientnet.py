@@ -25,15 +25,19 @@ checkpoints of the same port (squeeze-excite, swish) are refused by name.
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
 from texter_jax.converters.mapping import ConversionError, Converted, Rule, apply_rules
 from texter_jax.converters.resnet import _bn_rules, _conv_rule, _linear_rules, strip_prefix
 from texter_jax.converters.state_dict import Source
-from texter_jax.models.efficientnet_lite import (FAMILY, VARIANTS, EfficientNetLiteConfig,
-                                                 make_classifier)
+from texter_jax.models.efficientnet_lite import (
+    FAMILY,
+    VARIANTS,
+    EfficientNetLiteConfig,
+    make_classifier,
+)
 from texter_jax.models.registry import abstract_variables, config_to_dict
 
 LAYOUT = "efficientnet-lite"
@@ -108,7 +112,8 @@ def infer_config(sd: dict[str, np.ndarray], *, source: str = "<state dict>",
     candidates = [EfficientNetLiteConfig.from_variant(v, num_classes=classes) for v in VARIANTS]
     same_depth = [c for c in candidates if len(c.block_specs()) == n_blocks]
     if not same_depth:
-        counts = ", ".join(f"{v} {len(c.block_specs())}" for v, c in zip(VARIANTS, candidates))
+        counts = ", ".join(f"{v} {len(c.block_specs())}"
+                           for v, c in zip(VARIANTS, candidates, strict=True))
         raise ConversionError(f"cannot convert {source}: {n_blocks} MBConv blocks match no "
                               f"EfficientNet-Lite variant (blocks: {counts})")
     # Lite1 and Lite0 differ only in depth; among equal depths the widths decide. The

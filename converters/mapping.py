@@ -9,7 +9,8 @@ mismatches at once, by name.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import jax
 import numpy as np
@@ -103,7 +104,8 @@ def apply_rules(state_dict: dict[str, np.ndarray], rules: Iterable[Rule],
         if value.shape != want:
             shape_errors.append(
                 f"{rule.torch_key} (-> {'/'.join(rule.flax_path)}): checkpoint "
-                f"{tuple(state_dict[rule.torch_key].shape)} gives {value.shape}, model expects {want}")
+                f"{tuple(state_dict[rule.torch_key].shape)} gives {value.shape}, "
+                f"model expects {want}")
             continue
         out[rule.flax_path] = value
     unexpected = sorted(

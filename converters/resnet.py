@@ -24,12 +24,19 @@ Hugging Face ``ResNetForImageClassification``: ``resnet.embedder.embedder.*`` ->
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
-from texter_jax.converters.mapping import (ConversionError, Converted, Rule, apply_rules, conv_kernel,
-                                linear_kernel)
+from texter_jax.converters.mapping import (
+    ConversionError,
+    Converted,
+    Rule,
+    apply_rules,
+    conv_kernel,
+    linear_kernel,
+)
 from texter_jax.converters.state_dict import Source
 from texter_jax.models.registry import abstract_variables, config_to_dict
 from texter_jax.models.resnet import ResNetConfig, make_classifier

@@ -177,9 +177,10 @@ def _resolve_hf_id(model_id: str) -> Path:
     try:
         return Path(snapshot_download(model_id, local_files_only=True))
     except Exception as e:
+        cache = (os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME")
+                 or "~/.cache/huggingface")
         raise SourceError(
-            f"{model_id!r} is not in the local Hugging Face cache "
-            f"({os.environ.get('HF_HUB_CACHE') or os.environ.get('HF_HOME') or '~/.cache/huggingface'}). "
+            f"{model_id!r} is not in the local Hugging Face cache ({cache}). "
             f"texter_jax never downloads: on a machine with network run "
             f"`huggingface-cli download {model_id}` (or copy the model folder here) and pass "
             f"the folder path instead.") from e
@@ -197,7 +198,8 @@ def read_source(source: str | os.PathLike, *, allow_pickle: bool = False) -> Sou
     if path.is_file():
         tensors, extras = load_weights_file(path, allow_pickle=allow_pickle)
         return Source(tensors, str(path), None, extras)
-    if path.suffix in (".pth", ".pt", ".bin", ".safetensors", ".ckpt") or text.startswith(("/", ".")):
+    weights_suffix = path.suffix in (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
+    if weights_suffix or text.startswith(("/", ".")):
         raise SourceError(f"weights file not found: {path}")
     if text.count("/") == 1:
         folder = _resolve_hf_id(text)

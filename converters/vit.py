@@ -4,9 +4,10 @@ The entry point of the ViT converters: :func:`detect_layout` tells the layouts a
 from the state-dict keys; each layout's converter (and its torch key -> Flax path
 table) lives in its own module and is re-exported here:
 
-* ``torchvision-vit``: :func:`convert_torchvision_vit` (:mod:`texter_jax.converters.vit_torchvision`),
-  ``torchvision.models.VisionTransformer`` state dicts (``conv_proj``, ``class_token``,
-  ``encoder.pos_embedding``, ``encoder.layers.encoder_layer_N.*``, ``heads.head``).
+* ``torchvision-vit``: :func:`convert_torchvision_vit`
+  (:mod:`texter_jax.converters.vit_torchvision`), ``torchvision.models.VisionTransformer``
+  state dicts (``conv_proj``, ``class_token``, ``encoder.pos_embedding``,
+  ``encoder.layers.encoder_layer_N.*``, ``heads.head``).
 * ``hf-vit``: :func:`convert_hf_vit` (:mod:`texter_jax.converters.vit_hf`),
   ``ViTForImageClassification`` in both the on-disk (``vit.encoder.layer.N.*``) and
   the transformers-5 in-memory (``vit.layers.N.*``) namings.

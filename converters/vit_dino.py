@@ -10,9 +10,18 @@ from __future__ import annotations
 
 from texter_jax.converters.mapping import ConversionError, Converted
 from texter_jax.converters.state_dict import Source
-from texter_jax.converters.vit_rules import (convert_with_rules, count_blocks, dense_rules,
-                                  embedding_rules, grid_image_size, head_count,
-                                  norm_rules, packed_qkv_rules, require_keys, strip_prefixes)
+from texter_jax.converters.vit_rules import (
+    convert_with_rules,
+    count_blocks,
+    dense_rules,
+    embedding_rules,
+    grid_image_size,
+    head_count,
+    norm_rules,
+    packed_qkv_rules,
+    require_keys,
+    strip_prefixes,
+)
 from texter_jax.models import dino as dino_model
 
 # Heads of the published models, keyed by width; the head count is not in the weights.

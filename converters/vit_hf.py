@@ -18,9 +18,17 @@ import numpy as np
 
 from texter_jax.converters.mapping import ConversionError, Converted
 from texter_jax.converters.state_dict import Source
-from texter_jax.converters.vit_rules import (TORCHVISION_HEADS, convert_with_rules, count_blocks,
-                                  dense_rules, embedding_rules, grid_image_size,
-                                  head_count, norm_rules, require_keys)
+from texter_jax.converters.vit_rules import (
+    TORCHVISION_HEADS,
+    convert_with_rules,
+    count_blocks,
+    dense_rules,
+    embedding_rules,
+    grid_image_size,
+    head_count,
+    norm_rules,
+    require_keys,
+)
 from texter_jax.models import vit as vit_model
 
 # HF ViTImageProcessor defaults (used when the folder has no preprocessor_config.json).

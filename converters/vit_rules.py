@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
-from texter_jax.converters.mapping import (ConversionError, Converted, Rule, apply_rules, conv_kernel,
-                                linear_kernel)
+from texter_jax.converters.mapping import (
+    ConversionError,
+    Converted,
+    Rule,
+    apply_rules,
+    conv_kernel,
+    linear_kernel,
+)
 from texter_jax.models.registry import abstract_variables, config_to_dict
 
 # Heads of the published torchvision ViTs, keyed by width; the head count is not in

@@ -13,10 +13,19 @@ import numpy as np
 
 from texter_jax.converters.mapping import ConversionError, Converted
 from texter_jax.converters.state_dict import Source
-from texter_jax.converters.vit_rules import (TORCHVISION_HEADS, check_num_classes, convert_with_rules,
-                                  count_blocks, dense_rules, embedding_rules,
-                                  grid_image_size, head_count, norm_rules,
-                                  packed_qkv_rules, require_keys)
+from texter_jax.converters.vit_rules import (
+    TORCHVISION_HEADS,
+    check_num_classes,
+    convert_with_rules,
+    count_blocks,
+    dense_rules,
+    embedding_rules,
+    grid_image_size,
+    head_count,
+    norm_rules,
+    packed_qkv_rules,
+    require_keys,
+)
 from texter_jax.models import vit as vit_model
 
 

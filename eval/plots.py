@@ -11,8 +11,8 @@ from __future__ import annotations
 import io
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -40,7 +40,7 @@ def plot_curves(path: str | os.PathLike, records: Sequence[dict],
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     drew = False
-    for ax, kind in zip(axes, ("insertion", "deletion")):
+    for ax, kind in zip(axes, ("insertion", "deletion"), strict=True):
         for m in methods:
             cs = [r["curves"][kind] for r in records
                   if r["method"] == m and r.get("curves", {}).get(kind)]
@@ -74,7 +74,7 @@ def plot_distributions(path: str | os.PathLike, records: Sequence[dict],
     cols = min(4, len(metrics))
     rows = -(-len(metrics) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.0 * rows), squeeze=False)
-    for ax, k in zip(axes.flat, metrics):
+    for ax, k in zip(axes.flat, metrics, strict=True):
         data, names = [], []
         for m in methods:
             v = [r["metrics"][k] for r in records

@@ -13,14 +13,15 @@ re-scoring never re-runs MACO.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
+from texter_jax.batching import pad_rows
 from texter_jax.eval.data import EvalImage
 from texter_jax.eval.methods import TEXTER_METHODS, MethodSpec
 from texter_jax.eval.records import ArtifactCache, stable_hash
-from texter_jax.batching import pad_rows
 from texter_jax.explain import fold_keys, image_keys
 from texter_jax.session import Session
 
@@ -52,7 +53,7 @@ class Producer:
         """Per-image artefacts from the cache, computing the missing ones in one padded
         batch with ``compute(positions) -> {name: [n, ...]}``."""
         keys = [self.cache.key(self.explain_hash[m.label], tag, d, im.image_id)
-                for im, d in zip(ims, digests)]
+                for im, d in zip(ims, digests, strict=True)]
         found = [self.cache.load(k) for k in keys]
         missing = [j for j, f in enumerate(found) if f is None]
         if missing:
@@ -102,7 +103,7 @@ class Producer:
             return out
         model_vars = self.variant_vars.get(variant)
         if m.base == "text2concept":
-            for i, e in zip(on, self.text2concept(x[on], model_vars)):
+            for i, e in zip(on, self.text2concept(x[on], model_vars), strict=True):
                 out[i] = e
             return out
 
@@ -117,6 +118,6 @@ class Producer:
 
         tag = f"sanity-{variant}-" + stable_hash(self.variant_paths.get(variant, []))
         found = self._cached(tag, m, [ims[j] for j in on], [digests[j] for j in on], compute)
-        for f, j in zip(found, on):
+        for f, j in zip(found, on, strict=True):
             out[j] = f["crop_embeddings"]
         return out

@@ -19,8 +19,9 @@ import hashlib
 import io
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -59,7 +60,7 @@ class RecordStore:
                     if nl < 0:  # a truncated last line: cut it off below
                         break
                     raise ValueError(f"{self.path}: line {len(self.records) + 1} is not "
-                                     "JSON and is not the last line; fix or remove it")
+                                     "JSON and is not the last line; fix or remove it") from None
                 self.records.append(rec)
             if nl < 0:  # complete JSON without its newline: add one
                 with open(self.path, "ab") as f:

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 
-from texter_jax.io.html_page import Card, markdown_to_html, write_page
 from texter_jax.eval.methods import config_dict
 from texter_jax.eval.plots import plot_curves, plot_distributions
 from texter_jax.eval.records import RecordStore, stable_hash
@@ -14,6 +13,7 @@ from texter_jax.eval.sanity import describe
 from texter_jax.eval.summary import METRIC_INFO, summarize, write_summary
 from texter_jax.figures import save_png
 from texter_jax.io.atomic import write_json_atomic
+from texter_jax.io.html_page import Card, markdown_to_html, write_page
 from texter_jax.io.images import ImageLoadError, load_preprocessed
 
 THUMB = 128  # side of the page's input thumbnails

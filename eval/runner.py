@@ -1,9 +1,10 @@
 """Plumbing of ``texter eval``: sample an image folder, explain with every method, score.
 
 Builds a :class:`texter_jax.session.Session` as ``texter explain`` does
-(:func:`texter_jax.converters.artifacts.load_session`); the methods are in :mod:`texter_jax.eval.methods`, the
-explanations in :mod:`texter_jax.eval.producers`, the metrics in :mod:`texter_jax.eval.scoring` and
-:mod:`texter_jax.eval.metrics`, the end-of-run files in :mod:`texter_jax.eval.run_report`. Writes into ``--out``:
+(:func:`texter_jax.converters.artifacts.load_session`); the methods are in
+:mod:`texter_jax.eval.methods`, the explanations in :mod:`texter_jax.eval.producers`, the
+metrics in :mod:`texter_jax.eval.scoring` and :mod:`texter_jax.eval.metrics`, the end-of-run
+files in :mod:`texter_jax.eval.run_report`. Writes into ``--out``:
 
 * ``records.jsonl``: one line per (image, method), appended and flushed as computed;
   a re-run skips the pairs already there (resume) and tolerates a truncated last line;
@@ -23,21 +24,38 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
+from texter_jax.batching import pad_rows
 from texter_jax.converters.artifacts import load_session
-from texter_jax.eval.data import (EvalDataError, EvalImage, file_digest, folder_labels, image_id,
-                       list_image_folder, load_for_classifier, load_for_clip, load_truth,
-                       read_class_index, sample)
-from texter_jax.eval.methods import (METHODS, EvalSetupError, MethodSpec, config_dict, int_list,
-                          method_bases, method_specs)
+from texter_jax.distributed import SINGLE
+from texter_jax.emphasis import default_spectrum
+from texter_jax.eval.data import (
+    EvalDataError,
+    EvalImage,
+    file_digest,
+    folder_labels,
+    image_id,
+    list_image_folder,
+    load_for_classifier,
+    load_for_clip,
+    load_truth,
+    read_class_index,
+    sample,
+)
+from texter_jax.eval.methods import (
+    METHODS,
+    EvalSetupError,
+    MethodSpec,
+    config_dict,
+    int_list,
+    method_bases,
+    method_specs,
+)
 from texter_jax.eval.metrics import aligner_pullback
 from texter_jax.eval.producers import Producer
 from texter_jax.eval.records import ArtifactCache, RecordStore, gather_parts, part_path, stable_hash
 from texter_jax.eval.run_report import write_eval_page, write_run_report
 from texter_jax.eval.sanity import randomized_variables
 from texter_jax.eval.scoring import Scorer, jitted
-from texter_jax.batching import pad_rows
-from texter_jax.distributed import SINGLE
-from texter_jax.emphasis import default_spectrum
 from texter_jax.io.images import ImageLoadError
 from texter_jax.session import Banks, SessionError
 from texter_jax.text_cache import checkpoint_identity

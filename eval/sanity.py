@@ -23,7 +23,7 @@ converted checkpoint does not record). BatchNorm statistics are kept.
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -113,10 +113,10 @@ def randomize(key: PRNGKey, variables: Variables, chosen: dict) -> Variables:
     flags = [bool(f) for f in jax.tree.leaves(chosen)]
     if len(flags) != len(leaves):
         raise ValueError("chosen does not match the params tree")
-    sizes = [int(np.size(x)) if on else 0 for x, on in zip(leaves, flags)]
+    sizes = [int(np.size(x)) if on else 0 for x, on in zip(leaves, flags, strict=True)]
     noise = np.asarray(jax.random.normal(key, (max(sum(sizes), 1),), jnp.float32))
     out, offset = [], 0
-    for x, on, n in zip(leaves, flags, sizes):
+    for x, on, n in zip(leaves, flags, sizes, strict=True):
         if not on:
             out.append(x)
             continue
@@ -142,13 +142,16 @@ def randomized_variables(key: PRNGKey, classifier, variables: Variables, variant
     elif variant == "top":
         if top_regex:
             rx = re.compile(top_regex)
-            pred = (lambda p: p in head or bool(rx.search(p)))
+            def pred(p):
+                return (p in head or bool(rx.search(p)))
         else:
             prefix = last_block_prefix(variables["params"], head)
             if prefix is None:
-                pred = (lambda p: True)  # no block structure: randomise everything
+                def pred(p):
+                    return (True)  # no block structure: randomise everything
             else:
-                pred = (lambda p: p in head or p == prefix or p.startswith(prefix + "/"))
+                def pred(p):
+                    return (p in head or p == prefix or p.startswith(prefix + "/"))
     else:
         raise ValueError(f"unknown model randomisation {variant!r}; choose head or top")
     chosen = select(variables["params"], pred)

@@ -15,11 +15,19 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from texter_jax.eval.methods import MethodSpec
-from texter_jax.eval.metrics import (clip_scores, curve_auc, deletion_curve, directional_derivatives,
-                          feature_directions, hits_at_k, insertion_curve, spearman)
 from texter_jax import mapping
 from texter_jax.batching import pad_rows, run_split, split_program
+from texter_jax.eval.methods import MethodSpec
+from texter_jax.eval.metrics import (
+    clip_scores,
+    curve_auc,
+    deletion_curve,
+    directional_derivatives,
+    feature_directions,
+    hits_at_k,
+    insertion_curve,
+    spearman,
+)
 from texter_jax.explain import predict
 from texter_jax.mapping import l2_normalize
 from texter_jax.session import Session

@@ -38,8 +38,9 @@ def _free_compiled_programs():
 
 # The quick subset, `./dev test -m fast` (under a minute on 2 CPU cores; DEVELOPING.md):
 # unit tests of the core's stages, the world's scenes and the metrics, small models only.
-FAST = ("test_architecture.py", "test_capture.py", "test_concepts.py", "test_spectrum.py",
-        "test_sae.py", "test_contributions.py", "test_mapping.py", "eval/test_hits.py",
+FAST = ("test_architecture.py", "test_lint.py", "test_capture.py", "test_concepts.py",
+        "test_spectrum.py", "test_sae.py", "test_contributions.py", "test_mapping.py",
+        "eval/test_hits.py",
         "world/test_generator.py", "world/test_interventions.py", "world/test_controls.py")
 
 

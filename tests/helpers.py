@@ -56,8 +56,8 @@ def aligner_folder(out: Path, d_feat: int, d_clip: int, seed=0) -> Path:
 
 
 def sae_folder(out: Path, d: int, seed=0) -> Path:
-    from texter_jax.sae import SaeConfig, init_sae
     from texter_jax import sae
+    from texter_jax.sae import SaeConfig, init_sae
 
     cfg = SaeConfig(input_dim=d, nb_concepts=4 * d, top_k=d // 2)
     params = jax.tree.map(np.asarray, init_sae(jax.random.key(seed), cfg))

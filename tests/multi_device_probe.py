@@ -18,9 +18,9 @@ jax.config.update("jax_default_matmul_precision", "highest")
 
 import texter_jax.emphasis.render as render  # noqa: E402
 import texter_jax.explain as ex  # noqa: E402
+from tests.test_explain import CONFIG, _setup  # noqa: E402
 from texter_jax.batching import placement_over  # noqa: E402
 from texter_jax.emphasis import default_spectrum, features_objective  # noqa: E402
-from tests.test_explain import CONFIG, _setup  # noqa: E402
 from texter_jax.train.aligner import fit_sgd  # noqa: E402
 from texter_jax.train.feature_forward import make_forward  # noqa: E402
 
@@ -139,8 +139,15 @@ def sae_steps(placement=None, steps: int = 5, auxk: bool = False,
     ``auxk`` the AuxK loss on latents silent for one batch; with ``batch_topk`` codes
     chosen over the whole batch."""
     from texter_jax.sae import SaeConfig, init_sae
-    from texter_jax.train.sae_train import (AuxK, SaeTrainConfig, _zero_acc, aux_state,
-                                 batch_topk_state, make_optimizer, make_train_step)
+    from texter_jax.train.sae_train import (
+        AuxK,
+        SaeTrainConfig,
+        _zero_acc,
+        aux_state,
+        batch_topk_state,
+        make_optimizer,
+        make_train_step,
+    )
 
     cfg = SaeConfig(input_dim=16, nb_concepts=64, top_k=8)
     tx = make_optimizer(SaeTrainConfig(lr=1e-2))

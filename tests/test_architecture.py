@@ -123,7 +123,8 @@ def test_the_floor_table_is_the_package_layout():
 
 def test_the_check_sees_function_local_and_wrong_way_imports(tmp_path, monkeypatch):
     probe = tmp_path / "probe.py"
-    probe.write_text("import numpy\n\ndef f():\n    from texter_jax.converters.api import convert\n")
+    probe.write_text("import numpy\n\n"
+                     "def f():\n    from texter_jax.converters.api import convert\n")
     assert ("texter_jax.converters.api", 4, False) in _imports(probe)
     assert floor_of("texter_jax.converters.api") == "converters"
     assert floor_of("texter_jax.io.html_page") == "core" and floor_of("numpy") is None
@@ -139,9 +140,9 @@ def test_the_check_sees_function_local_and_wrong_way_imports(tmp_path, monkeypat
 
 
 def test_public_api_names_resolve():
-    import texter_jax
-
     import types
+
+    import texter_jax
 
     missing = [n for n in texter_jax.__all__ if getattr(texter_jax, n, None) is None]
     assert not missing, missing

@@ -13,8 +13,8 @@ import dataclasses
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -22,9 +22,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+from tests.helpers import aligner_folder, sae_folder, tiny_classifier_folder, tiny_clip_folder  # noqa: E402
 from texter_jax.cli.main import main  # noqa: E402
-from tests.helpers import (aligner_folder, sae_folder, tiny_classifier_folder,  # noqa: E402
-                           tiny_clip_folder)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,7 +11,13 @@ import pytest
 
 from texter_jax.concepts import banks
 from texter_jax.concepts.llm import (
-    ChatClient, ConceptGenerator, LLMConfig, LLMError, llm_configured, parse_concepts)
+    ChatClient,
+    ConceptGenerator,
+    LLMConfig,
+    LLMError,
+    llm_configured,
+    parse_concepts,
+)
 
 
 # ----------------------------------------------------------------------------- banks

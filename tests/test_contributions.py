@@ -7,8 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from texter_jax.contributions import (
-    METHODS, ig_features, ig_sae_codes, quadrature, top_units)
+from texter_jax.contributions import METHODS, ig_features, ig_sae_codes, quadrature, top_units
 from texter_jax.sae import SaeConfig, init_sae, sae_decode, sae_encode
 
 

@@ -43,7 +43,7 @@ def test_values_and_gradients_equal_autodiff(n, k, stride, padding, cin, cout, g
 
     want = jax.value_and_grad(loss(lax.conv_general_dilated), (0, 1))(x, w)
     got = jax.value_and_grad(loss(conv_general_dilated), (0, 1))(x, w)
-    for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
+    for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got), strict=True):
         if groups == 1:  # the same convolutions, written differently: bitwise
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
         else:  # depthwise as shifted products: the same sums in another order

@@ -9,9 +9,9 @@ import shutil
 import numpy as np
 import pytest
 
-from texter_jax.world.demo_config import METHODS, DemoConfig
-from texter_jax.world.demo import WorldDemo
 from texter_jax.world import DISCRETE
+from texter_jax.world.demo import WorldDemo
+from texter_jax.world.demo_config import METHODS, DemoConfig
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +76,7 @@ def test_explanations_are_real_and_reproducible(demo):
     cache = out / "cache" / "explanations"
     first = {p.name: dict(np.load(p)) for p in cache.glob("*.npz")}
     assert len(first) == 4 * len(METHODS)
-    for name, rec in first.items():
+    for rec in first.values():
         s = rec["scores"]
         assert s.shape[0] == cfg.explain_images and np.all(np.isfinite(s))
         assert np.ptp(s, axis=1).min() > 0  # concepts are told apart on every image

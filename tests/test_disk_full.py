@@ -97,9 +97,9 @@ def test_folder_writer_keeps_the_previous_folder(tmp_path, monkeypatch):
 def test_explain_stops_with_one_line_and_resumes(tmp_path, monkeypatch, capsys):
     pytest.importorskip("torch")  # the tiny CLIP is built with it
     pytest.importorskip("transformers")
-    from texter_jax.cli.main import main
-    from tests.helpers import (aligner_folder, tiny_classifier_folder, tiny_clip_folder)
+    from tests.helpers import aligner_folder, tiny_classifier_folder, tiny_clip_folder
     from tests.test_bad_inputs import _png
+    from texter_jax.cli.main import main
 
     clf = tiny_classifier_folder(tmp_path / "clf")
     clip = tiny_clip_folder(tmp_path / "clip", tmp_path)

@@ -16,10 +16,22 @@ from flax import linen as nn
 
 from texter_jax.classifier import Classifier
 from texter_jax.emphasis import (
-    MacoConfig, crop_and_resize, features_objective, init_phase, maco, maco_batch,
-    maco_batch_with_retry, phase_to_image, power_law_spectrum, random_crops,
-    sae_objective, sample_boxes, torch_nadam, with_units)
-from texter_jax.emphasis import add_noise
+    MacoConfig,
+    add_noise,
+    crop_and_resize,
+    features_objective,
+    init_phase,
+    maco,
+    maco_batch,
+    maco_batch_with_retry,
+    phase_to_image,
+    power_law_spectrum,
+    random_crops,
+    sae_objective,
+    sample_boxes,
+    torch_nadam,
+    with_units,
+)
 from texter_jax.emphasis.param import COLOR_CORRELATION_SQRT, spectrum_shape
 from texter_jax.emphasis.render import _maco_jit
 
@@ -184,7 +196,7 @@ def test_maco_rises_is_deterministic_and_in_range(tiny, magnitude):
               jax.random.key(0),
               magnitude, CFG)
     assert _maco_jit._cache_size() == before
-    for a, b in zip(r1, r2):
+    for a, b in zip(r1, r2, strict=True):
         np.testing.assert_array_equal(a, b)
     r3 = maco(obj, jax.random.key(1), magnitude, CFG)
     assert not np.array_equal(r1.image, r3.image)

@@ -14,9 +14,16 @@ import numpy as np
 import pytest
 
 from texter_jax.emphasis import MacoConfig
-from texter_jax.explain import (Aligner, ExplainConfig, Sae, explain_batch, image_keys,
-                                text_to_concept, text_to_concept_batch,
-                                text_to_concept_embed_batch)
+from texter_jax.explain import (
+    Aligner,
+    ExplainConfig,
+    Sae,
+    explain_batch,
+    image_keys,
+    text_to_concept,
+    text_to_concept_batch,
+    text_to_concept_embed_batch,
+)
 from texter_jax.models.resnet import ResNetConfig, make_classifier, random_variables
 from texter_jax.sae import SaeConfig, init_sae
 
@@ -65,7 +72,7 @@ def test_explain_shapes_and_determinism():
             if u >= 0:
                 assert codes[i, u] != 0
     # same keys -> identical results, bit for bit
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x, y)
     # predicted label is the classifier's argmax
     np.testing.assert_array_equal(a.label, np.argmax(clf.logits(v, jnp.asarray(images)), -1))

@@ -10,13 +10,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
 
-from tests.test_bad_inputs import _explain, _eval, world  # noqa: F401 (fixture)
+from tests.test_bad_inputs import _eval, _explain, world  # noqa: F401 (fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 

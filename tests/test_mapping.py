@@ -7,8 +7,15 @@ import pytest
 
 from texter_jax.aligner import align
 from texter_jax.mapping import (
-    concept_alpha, concept_rgba, l2_normalize, normalize_concept_image,
-    postprocess_concept_image, random_crops, rank_concepts, retrieve)
+    concept_alpha,
+    concept_rgba,
+    l2_normalize,
+    normalize_concept_image,
+    postprocess_concept_image,
+    random_crops,
+    rank_concepts,
+    retrieve,
+)
 from texter_jax.text_cache import TextEmbeddingCache, checkpoint_identity
 
 

@@ -57,15 +57,15 @@ def test_every_module_imports_beside_decoys(decoy_dir):
         "import importlib, pkgutil, sys\n"
         # an editable install keeps the mapped folders out of texter_jax.__path__, so
         # each installed top package is walked from its own path
-        "tops = ['texter_jax'] + ['texter_jax.' + p for p in %r]\n"
+        f"tops = ['texter_jax'] + ['texter_jax.' + p for p in {MAPPED!r}]\n"
         "names = sorted({m.name for top in tops for m in pkgutil.walk_packages(\n"
         "    importlib.import_module(top).__path__, top + '.')\n"
         "    if not m.name.endswith('__main__')} | set(tops))\n"
         "for name in names:\n"
         "    importlib.import_module(name)\n"
-        "ours = [n for n in sys.modules if n.split('.')[0] in %r]\n"
+        f"ours = [n for n in sys.modules if n.split('.')[0] in {DECOYS!r}]\n"
         "assert not ours, ours\n"
-        "print(len(names))\n" % (MAPPED, DECOYS))
+        "print(len(names))\n")
     proc = _run([sys.executable, "-c", code], decoy_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert int(proc.stdout.split()[-1]) > 150, proc.stdout

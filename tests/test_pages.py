@@ -57,9 +57,9 @@ def explained(tmp_path_factory):
     """A `texter explain` run on the tiny models: six images, figures on."""
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    from texter_jax.cli.main import main
     from tests.helpers import aligner_folder, tiny_classifier_folder, tiny_clip_folder
     from tests.test_bad_inputs import _png
+    from texter_jax.cli.main import main
 
     root = tmp_path_factory.mktemp("page")
     for i in range(6):
@@ -129,9 +129,9 @@ def test_eval_page(tmp_path):
     in a browser."""
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    from texter_jax.cli.main import main
     from tests.helpers import aligner_folder, tiny_classifier_folder, tiny_clip_folder
     from tests.test_bad_inputs import _eval, _png
+    from texter_jax.cli.main import main
 
     root = tmp_path / "run"
 

@@ -9,10 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from texter_jax.plan import (CHIPS, BatchTooLarge, ExplainSpec, auto_batch, chip_of_kind,
-                             local_target, memory_facts)
-from texter_jax.plan.hlo import executions, trip_count
 from tests.test_explain import CONFIG, _setup
+from texter_jax.plan import (
+    CHIPS,
+    BatchTooLarge,
+    ExplainSpec,
+    auto_batch,
+    chip_of_kind,
+    local_target,
+    memory_facts,
+)
+from texter_jax.plan.hlo import executions, trip_count
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -122,7 +122,8 @@ def test_explain_programs_compile_once_for_aligners_that_differ_only_in_metrics(
 def _sharding_probe() -> dict:
     """With 4 host devices: the Aligner placed with w and b split along E, and a jit whose
     in_shardings place it (and an Sae replicated). Returns what each leaf's shards hold."""
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+    from jax.sharding import Mesh, NamedSharding
+    from jax.sharding import PartitionSpec as P
 
     mesh = Mesh(np.asarray(jax.devices()), ("e",))
     rows, rep = NamedSharding(mesh, P("e", None)), NamedSharding(mesh, P())

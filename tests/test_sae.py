@@ -6,8 +6,15 @@ import numpy as np
 import pytest
 
 from texter_jax.sae import (
-    SaeConfig, init_sae, normalized_dictionary, project_dictionary, sae_apply, sae_decode,
-    sae_encode, topk_mask)
+    SaeConfig,
+    init_sae,
+    normalized_dictionary,
+    project_dictionary,
+    sae_apply,
+    sae_decode,
+    sae_encode,
+    topk_mask,
+)
 
 
 def test_release_default_sizes():

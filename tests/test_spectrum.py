@@ -6,8 +6,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from texter_jax.emphasis import (init_phase, load_spectrum, power_law_spectrum,
-                                 save_spectrum, spectrum_from_images)
+from texter_jax.emphasis import (
+    init_phase,
+    load_spectrum,
+    power_law_spectrum,
+    save_spectrum,
+    spectrum_from_images,
+)
 from texter_jax.emphasis.param import spectrum_shape
 
 

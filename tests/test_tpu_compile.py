@@ -137,9 +137,14 @@ def test_sae_training_step_compiles_data_parallel(any_target):
     target = any_target
     import jax.numpy as jnp
 
-    from texter_jax.sae import SaeConfig, init_sae
-    from texter_jax.train.sae_train import SaeTrainConfig, _zero_acc, make_optimizer, make_train_step
     from texter_jax.plan import facts
+    from texter_jax.sae import SaeConfig, init_sae
+    from texter_jax.train.sae_train import (
+        SaeTrainConfig,
+        _zero_acc,
+        make_optimizer,
+        make_train_step,
+    )
 
     cfg = SaeConfig(input_dim=64, nb_concepts=512, top_k=32)
     tx = make_optimizer(SaeTrainConfig())

@@ -16,8 +16,8 @@ if __name__ == "__main__":
     coordinator, pid, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     group = initialize(coordinator, 2, pid)
     jax.config.update("jax_default_matmul_precision", "highest")
-    from tests.multi_device_probe import eight_images
     import texter_jax.explain as ex
+    from tests.multi_device_probe import eight_images
     from tests.test_explain import CONFIG
 
     clf, v, sae, al, text, images = eight_images()

@@ -73,19 +73,19 @@ if TYPE_CHECKING:
     from texter_jax.classifier_check import ClassifierMismatch as ClassifierMismatch
     from texter_jax.classifier_check import ComputeDtypeWarning as ComputeDtypeWarning
     from texter_jax.classifier_check import check_classifier as check_classifier
+    from texter_jax.config import PRESETS as PRESETS
+    from texter_jax.config import ExplainConfig as ExplainConfig
+    from texter_jax.config import MacoConfig as MacoConfig
     from texter_jax.contributions import ig_features as ig_features
     from texter_jax.contributions import ig_sae_codes as ig_sae_codes
     from texter_jax.contributions import integrated_gradients as integrated_gradients
     from texter_jax.contributions import top_units as top_units
-    from texter_jax.config import ExplainConfig as ExplainConfig
-    from texter_jax.config import MacoConfig as MacoConfig
-    from texter_jax.config import PRESETS as PRESETS
     from texter_jax.emphasis import default_spectrum as default_spectrum
     from texter_jax.emphasis import maco as maco
     from texter_jax.emphasis import maco_batch as maco_batch
     from texter_jax.emphasis import spectrum_from_images as spectrum_from_images
-    from texter_jax.explain import Explanation as Explanation
     from texter_jax.explain import KEY_TAGS as KEY_TAGS
+    from texter_jax.explain import Explanation as Explanation
     from texter_jax.explain import contributions as contributions_of  # noqa: F401 - in __all__
     from texter_jax.explain import embed_concept_images as embed_concept_images
     from texter_jax.explain import explain_batch as explain_batch

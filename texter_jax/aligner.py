@@ -63,7 +63,7 @@ class Aligner:
     def embed_dim(self) -> int:
         return int(self.w.shape[0])
 
-    def bare(self) -> "Aligner":
+    def bare(self) -> Aligner:
         """The same w and b without provenance (no metrics, method "unknown"): what the
         compiled programs take, so aligners that differ only in how they were fitted
         share one compile."""

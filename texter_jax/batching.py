@@ -84,7 +84,7 @@ class Placement:
         return -(-n // self.n_devices) * self.n_devices
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _placement_of(devices: tuple) -> Placement:
     return Placement(Mesh(np.asarray(devices), (BATCH_AXIS,)))
 
@@ -114,7 +114,7 @@ def split_program(fn, batched: tuple[bool, ...], *, static_argnames: tuple[str, 
     >>> scale(local_placement())(jnp.float32(2.0), jnp.arange(4.0), power=2).tolist()
     [0.0, 4.0, 16.0, 36.0]
     """
-    @functools.lru_cache(maxsize=None)
+    @functools.cache
     def factory(placement: Placement):
         def program(*arrays, **static):
             local = functools.partial(fn, **static) if static else fn
@@ -132,9 +132,9 @@ def run_split(factory, *arrays, placement: Placement | None = None, **static):
     back (numpy, the real rows only)."""
     placement = placement or local_placement()
     batched = factory.batched
-    rows = next(np.shape(a)[0] for a, b in zip(arrays, batched) if b)
+    rows = next(np.shape(a)[0] for a, b in zip(arrays, batched, strict=True) if b)
     placed = [placement.put_batch(placement.pad(jnp.asarray(a))[0]) if b
-              else placement.put_replicated(a) for a, b in zip(arrays, batched)]
+              else placement.put_replicated(a) for a, b in zip(arrays, batched, strict=True)]
     out = factory(placement)(*placed, **static)
     return jax.tree.map(lambda x: x[:rows], host_read(out))
 

@@ -22,7 +22,8 @@ read any layer the same way.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 from flax import linen as nn

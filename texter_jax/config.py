@@ -71,7 +71,7 @@ class MacoConfig:
             raise ValueError(f"with stop_rtol, steps ({self.steps}) must be a multiple of "
                              f"stop_window ({self.stop_window}) and stop_rtol >= 0")
 
-    def for_image_size(self, image_size: int) -> "MacoConfig":
+    def for_image_size(self, image_size: int) -> MacoConfig:
         """This config with ``crop_size`` None replaced by ``image_size`` (the
         classifier's input side); an explicit ``crop_size`` is kept."""
         if self.crop_size is not None:
@@ -133,20 +133,21 @@ class ExplainConfig:
                              f"({self.ranked_units})")
 
     @classmethod
-    def preset(cls, name: str, **overrides) -> "ExplainConfig":
+    def preset(cls, name: str, **overrides) -> ExplainConfig:
         """A named preset: ``"release"`` (the defaults) or ``"fast"``, then ``overrides``.
 
         ``"fast"`` keeps every release setting and adds MACO's convergence stop
         (:class:`MacoConfig`: windows of 32 steps, at least 128, stop when a window's
         mean objective gains no more than 1 % on the previous one; at most 512 steps).
-        Its effect on the explanations is measured by ``bench/fast_preset.py`` (docs/measurements.md).
+        Its effect on the explanations is measured by ``bench/fast_preset.py``
+        (docs/measurements.md).
         """
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
         maco = dataclasses.replace(overrides.pop("maco", MacoConfig()), **PRESETS[name])
         return cls(maco=maco, **overrides)
 
-    def for_image_size(self, image_size: int) -> "ExplainConfig":
+    def for_image_size(self, image_size: int) -> ExplainConfig:
         """This config with MACO's crop size resolved (:meth:`MacoConfig.for_image_size`)."""
         maco = self.maco.for_image_size(image_size)
         return self if maco is self.maco else dataclasses.replace(self, maco=maco)

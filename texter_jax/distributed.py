@@ -14,7 +14,8 @@ Every stage inside a process shards its batch over ``jax.local_devices()`` only.
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence, TypeVar
+from collections.abc import Sequence
+from typing import TypeVar
 
 T = TypeVar("T")
 

@@ -15,7 +15,8 @@ References:
 from __future__ import annotations
 
 import functools
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import chex
 import jax
@@ -27,14 +28,27 @@ from texter_jax.aligner import Aligner
 from texter_jax.batching import host_read, local_placement
 from texter_jax.classifier_check import check_classifier
 from texter_jax.config import PRESETS, ExplainConfig, MacoConfig
-from texter_jax.emphasis import (MacoResult, default_spectrum, features_objective, logits_objective,
-                                 maco_batch_with_retry, sae_objective)
-from texter_jax.programs import (baseline_program, retrieve_program, stage1_program,
-                                 stage3_program)
+from texter_jax.emphasis import (
+    MacoResult,
+    default_spectrum,
+    features_objective,
+    logits_objective,
+    maco_batch_with_retry,
+    sae_objective,
+)
+from texter_jax.programs import baseline_program, retrieve_program, stage1_program, stage3_program
 from texter_jax.sae import Sae, sae_encode
-from texter_jax.stages import (UNIT_SELECTORS, Contributions, Prediction,
-                               contributions, embed_concept_images, predict, select_units,
-                               text_to_concept, text_to_concept_embeddings)
+from texter_jax.stages import (
+    UNIT_SELECTORS,
+    Contributions,
+    Prediction,
+    contributions,
+    embed_concept_images,
+    predict,
+    select_units,
+    text_to_concept,
+    text_to_concept_embeddings,
+)
 from texter_jax.types import Array, ClassifierLike, PRNGKey, Variables
 
 # The settings and the stages are re-exported: here is where users look for them.

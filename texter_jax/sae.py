@@ -85,7 +85,7 @@ class SaeConfig:
                              f"{', '.join(ACTIVATIONS)}")
 
     @classmethod
-    def release_default(cls, input_dim: int, expansion: int = 8) -> "SaeConfig":
+    def release_default(cls, input_dim: int, expansion: int = 8) -> SaeConfig:
         """The release's recipe: n = 8 * d, k = n // 10 (``train_sae.py``)."""
         n = expansion * input_dim
         return cls(input_dim=input_dim, nb_concepts=n, top_k=max(n // 10, 1))

@@ -10,8 +10,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import types
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -22,8 +22,12 @@ from texter_jax import sae as sae_io
 from texter_jax.aligner import Aligner
 from texter_jax.classifier_check import ClassifierMismatch, check_classifier
 from texter_jax.concepts.banks import ConceptBankError, load_concepts, resolve_bank
-from texter_jax.explain import (ExplainConfig, Explanation, explain_batch,
-                                text_to_concept_embed_batch)
+from texter_jax.explain import (
+    ExplainConfig,
+    Explanation,
+    explain_batch,
+    text_to_concept_embed_batch,
+)
 from texter_jax.io.checkpoints import load_model
 from texter_jax.io.class_names import ClassNamesError, read_class_index
 from texter_jax.plan import BatchChoice, ExplainSpec, auto_batch
@@ -197,10 +201,10 @@ class Session(metaclass=_Checked):
                 class_idx=None if class_idx is None else class_idx[rows], units=units,
                 reader_variables=reader_variables, progress=progress))
         return parts[0] if len(parts) == 1 else Explanation(*(
-            None if f[0] is None else _concat_ragged(f) for f in zip(*parts)))
+            None if f[0] is None else _concat_ragged(f) for f in zip(*parts, strict=True)))
 
     def batch_for(self, config: ExplainConfig, *, images: int | None = None,
-                  margin: float = 0.8) -> "BatchChoice":
+                  margin: float = 0.8) -> BatchChoice:
         """The largest batch whose compiled programs fit ``margin`` of the local devices'
         memory (:func:`texter_jax.plan.auto_batch`); raises
         :class:`~texter_jax.plan.BatchTooLarge` when one image per device does not."""

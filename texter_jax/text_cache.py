@@ -20,8 +20,8 @@ import hashlib
 import io
 import json
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -161,7 +161,7 @@ class TextMemo:
 
     def add(self, texts: Sequence[str], emb) -> None:
         """Memoises ``emb`` float [N, E], row i for ``texts[i]``."""
-        self._rows.update(zip(texts, np.asarray(emb, np.float32)))
+        self._rows.update(zip(texts, np.asarray(emb, np.float32), strict=True))
 
     def stack(self, texts: Sequence[str]) -> np.ndarray:
         """float32 [T, E] for texts that are all memoised."""

@@ -57,7 +57,8 @@ def _stage1(classifier, variables, sae, images, class_idx, *, steps, method, ran
         codes = sae_encode(sae.params, pred.z, sae.top_k)[1]
         end, start = sae_decode(sae.params, codes), sae_decode(sae.params,
                                                                jnp.zeros_like(codes))
-    f = lambda z: jnp.take_along_axis(classifier.head(variables, z), c[:, None], 1)[:, 0]
+    def f(z):
+        return jnp.take_along_axis(classifier.head(variables, z), c[:, None], 1)[:, 0]
     return UnitContributions(pred, contrib, c, f(end) - f(start))
 
 

@@ -12,8 +12,9 @@ import io
 import json
 import os
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -22,7 +23,13 @@ from texter_jax.io.atomic import write_bytes_atomic, write_json_atomic
 from texter_jax.train.feature_decode import PREPROCESS, ordered_map, preprocess_image
 from texter_jax.train.feature_forward import make_forward
 from texter_jax.train.feature_inputs import inputs_digest
-from texter_jax.train.feature_shards import FORMAT, MANIFEST, FeatureShardsError, read_manifest, shard_done
+from texter_jax.train.feature_shards import (
+    FORMAT,
+    MANIFEST,
+    FeatureShardsError,
+    read_manifest,
+    shard_done,
+)
 
 
 def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
@@ -40,7 +47,8 @@ def extract_features(items: Sequence[tuple[str, int]], features_fn: Callable,
                      extra_meta: dict[str, Any] | None = None,
                      extra_settings: dict[str, Any] | None = None,
                      progress: bool = True, group: ProcessGroup = SINGLE) -> Path:
-    """Runs ``features_fn`` over images and writes feature shards (layout: :mod:`texter_jax.train.features`).
+    """Runs ``features_fn`` over images and writes feature shards (layout:
+    :mod:`texter_jax.train.features`).
 
     Args:
       items: ``[(path, label)]`` in the order the shards should hold them.
@@ -122,7 +130,7 @@ def extract_features(items: Sequence[tuple[str, int]], features_fn: Callable,
 
             host_feats: list[np.ndarray] = []
 
-            def flush(n):
+            def flush(n, outs=outs, buf=buf, host_feats=host_feats):  # this shard's lists
                 # Async dispatch: the device works while the host decodes the next batch;
                 # at most two batches wait on the device, so host memory stays bounded.
                 outs.append((forward(put(buf.copy())), n))

@@ -7,8 +7,8 @@ importing the feature pipeline (e.g. to build the CLI) does not load it.
 
 from __future__ import annotations
 
-from typing import Any, Callable
-
+from collections.abc import Callable
+from typing import Any
 
 
 def make_forward(features_fn: Callable, batch_size: int, *, variables: Any = None,

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from texter_jax.io.images import image_files
 
@@ -41,7 +41,7 @@ def read_file_list(path: str | os.PathLike) -> list[tuple[str, int]]:
     """
     path = Path(path).absolute()
     items = []
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+    for line in path.read_text().splitlines():
         line = line.split("#", 1)[0].strip()
         if not line:
             continue

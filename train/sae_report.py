@@ -20,8 +20,8 @@ beside the scalars; :func:`plot_firing_frequency` draws its histogram.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import jax
 import jax.numpy as jnp

@@ -35,8 +35,9 @@ import concurrent.futures
 import dataclasses
 import functools
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -46,17 +47,43 @@ from tqdm.auto import tqdm
 
 from texter_jax import sae as sae_io
 from texter_jax.batching import local_placement
-from texter_jax.sae import (SaeConfig, SaeParams, init_sae, project_dictionary, sae_apply,
-                            tie_decoder_to_encoder)
+from texter_jax.sae import (
+    SaeConfig,
+    SaeParams,
+    init_sae,
+    project_dictionary,
+    sae_apply,
+    tie_decoder_to_encoder,
+)
 from texter_jax.sae_auxk import AUX_COEF, dead_latents
-from texter_jax.types import PRNGKey
-from texter_jax.train.sae_checkpoints import (CKPT_DIR, FINAL_DIR, TRAIN_FORMAT, check_run_folder,
-                                   host_copy, open_checkpoints, resume)
+from texter_jax.train.sae_checkpoints import (
+    CKPT_DIR,
+    FINAL_DIR,
+    TRAIN_FORMAT,
+    check_run_folder,
+    host_copy,
+    open_checkpoints,
+    resume,
+)
+
 # The step lives in texter_jax.train.sae_step; its names stay importable from here.
-from texter_jax.train.sae_step import (L0_THRESHOLD, R2_EPS, TORCH_CLIP_EPS, AuxK,  # noqa: F401
-                            EpochAcc, _zero_acc, aux_state, batch_r2, batch_topk_state,
-                            clip_by_global_norm_torch, make_optimizer, make_train_step,
-                            release_loss)
+from texter_jax.train.sae_step import (  # noqa: F401
+    L0_THRESHOLD,
+    R2_EPS,
+    TORCH_CLIP_EPS,
+    AuxK,
+    EpochAcc,
+    _zero_acc,
+    aux_state,
+    batch_r2,
+    batch_topk_state,
+    clip_by_global_norm_torch,
+    make_optimizer,
+    make_train_step,
+    release_loss,
+)
+from texter_jax.types import PRNGKey
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class SaeTrainConfig:
@@ -238,13 +265,13 @@ def train_sae(shards, out: str | os.PathLike, *, sae_config: SaeConfig,
     resumed = resume(mngr, ckpt_dir, abstract, jax.random.key_data(root))
     if resumed is None:
         state, logs = fresh_state(), []
-        epoch, start_step, global_step, resumed_from = 0, 0, 0, None
+        first_epoch, start_step, global_step, resumed_from = 0, 0, 0, None
     else:
-        state, epoch, start_step, global_step, logs = resumed
+        state, first_epoch, start_step, global_step, logs = resumed
         resumed_from = global_step
         if verbose:
             print(f"resuming from {ckpt_dir / str(global_step)} "
-                  f"(epoch {epoch + 1}, step {start_step}/{steps_per_epoch})")
+                  f"(epoch {first_epoch + 1}, step {start_step}/{steps_per_epoch})")
 
     placement = local_placement()
     if cfg.batch_size % placement.n_devices:
@@ -262,7 +289,7 @@ def train_sae(shards, out: str | os.PathLike, *, sae_config: SaeConfig,
                                     "logs": [dict(x) for x in logs]})))
 
     try:
-        for epoch in range(epoch, cfg.epochs):
+        for epoch in range(first_epoch, cfg.epochs):
             order = epoch_order(k_data, epoch, n, cfg.batch_size)
             bar = tqdm(total=steps_per_epoch, initial=start_step, disable=not progress,
                        desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step")

@@ -27,13 +27,18 @@ import importlib
 # the submodule would replace it (the function ``captions`` is
 # ``texter_jax.world.captions.captions``).
 _EXPORTS = {
-    'attributes': ('BACKGROUNDS', 'BADGES', 'COLOURS', 'CONTINUOUS', 'DISCRETE', 'INTERVENABLE', 'PATTERNS', 'SHAPES', 'SIZES', 'WorldAttrs', 'resample_attribute', 'sample_attributes', 'sample_twins'),
-    'captions': ('ATTR_ORDER', 'WorldTokenizer', 'concept_bank', 'full_captions', 'value_phrases', 'world_vocab'),
-    'controls': ('tiled_inputs', 'upsampled_inputs', 'value_canvases'),
-    'generator': ('badge_coverage', 'coverage', 'object_mask', 'render', 'render_float', 'whole_views'),
-    'interventions': ('InterventionRow', 'InterventionTable', 'measure_interventions', 'truth_values'),
-    'mosaics': ('Mosaics', 'mosaic_visible', 'render_mosaics', 'sample_mosaics'),
-    'views': ('sample_views', 'visible_attributes'),
+    "attributes": ("BACKGROUNDS", "BADGES", "COLOURS", "CONTINUOUS", "DISCRETE", "INTERVENABLE",
+                   "PATTERNS", "SHAPES", "SIZES", "WorldAttrs", "resample_attribute",
+                   "sample_attributes", "sample_twins"),
+    "captions": ("ATTR_ORDER", "WorldTokenizer", "concept_bank", "full_captions", "value_phrases",
+                 "world_vocab"),
+    "controls": ("tiled_inputs", "upsampled_inputs", "value_canvases"),
+    "generator": ("badge_coverage", "coverage", "object_mask", "render", "render_float",
+                  "whole_views"),
+    "interventions": ("InterventionRow", "InterventionTable", "measure_interventions",
+                      "truth_values"),
+    "mosaics": ("Mosaics", "mosaic_visible", "render_mosaics", "sample_mosaics"),
+    "views": ("sample_views", "visible_attributes"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_WHERE)

@@ -11,7 +11,9 @@ else identical (see :mod:`texter_jax.world.generator`).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from itertools import pairwise
+from typing import Any
 
 import jax
 import numpy as np
@@ -106,11 +108,11 @@ class WorldAttrs:
     def __len__(self) -> int:
         return int(self.shape.shape[0])
 
-    def take(self, idx) -> "WorldAttrs":
+    def take(self, idx) -> WorldAttrs:
         """Rows ``idx`` (int array, slice or bool mask) of every field."""
         return WorldAttrs(**{f: np.asarray(v)[idx] for f, v in self.as_dict().items()})
 
-    def replace(self, **fields) -> "WorldAttrs":
+    def replace(self, **fields) -> WorldAttrs:
         return dataclasses.replace(self, **fields)
 
     def as_dict(self) -> dict[str, np.ndarray]:
@@ -122,7 +124,7 @@ class WorldAttrs:
         return [table[i] for i in getattr(self, attribute)]
 
     @staticmethod
-    def concatenate(parts: Sequence["WorldAttrs"]) -> "WorldAttrs":
+    def concatenate(parts: Sequence[WorldAttrs]) -> WorldAttrs:
         names = [f.name for f in dataclasses.fields(WorldAttrs)]
         return WorldAttrs(**{n: np.concatenate([getattr(p, n) for p in parts])
                              for n in names})
@@ -132,7 +134,7 @@ def value_slices() -> list[tuple[int, int]]:
     """``(start, stop)`` of each discrete attribute's values when all values are laid out
     in :data:`DISCRETE` order (one logit per value: label prompts, auxiliary heads)."""
     bounds = np.cumsum([0] + [len(v) for v in DISCRETE.values()])
-    return [(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
+    return [(int(lo), int(hi)) for lo, hi in pairwise(bounds)]
 
 
 def as_numpy_rng(seed_or_key: Any) -> np.random.Generator:

@@ -14,7 +14,7 @@ phrase -> (attribute, value) that scoring uses to decide hits.
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -150,7 +150,7 @@ def captions(seed_or_key, attrs: WorldAttrs, *, p_drop: float = 0.0, p_phrase: f
             texts.append(tmpl[rng.integers(len(tmpl))].format(words[attr]))
             mentioned[i, j] = True
         else:
-            k = dict(zip(ATTR_ORDER, keep[i]))
+            k = dict(zip(ATTR_ORDER, keep[i], strict=True))
             texts.append(_caption(rng, words, k))
             mentioned[i] = keep[i]
     return texts, mentioned

@@ -8,7 +8,7 @@ learned per-channel affine map (see ``world/classifiers.py``).
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -31,7 +31,7 @@ def init_variables(clf: Classifier, key: jax.Array) -> dict:
     flat, treedef = jax.tree_util.tree_flatten_with_path(variables["params"])
     keys = jax.random.split(k_he, len(flat))
     leaves = []
-    for (path, x), k in zip(flat, keys):
+    for (path, x), k in zip(flat, keys, strict=True):
         if str(path[-1].key) == "kernel" and x.ndim == 4:  # HWIO conv kernels
             fan_in = int(np.prod(x.shape[:-1]))
             x = jax.random.normal(k, x.shape, x.dtype) * np.sqrt(2.0 / fan_in)

@@ -39,8 +39,8 @@ import dataclasses
 import functools
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import jax
 import numpy as np
@@ -53,12 +53,18 @@ from texter_jax.io.checkpoints import load_model, save_model
 from texter_jax.models.registry import config_to_dict
 from texter_jax.models.resnet import ResNetConfig, make_classifier
 from texter_jax.world.attributes import DISCRETE, sample_attributes
+from texter_jax.world.classifier_data import (
+    TASKS,
+    ClassifierTrainConfig,
+    Task,
+    training_attrs,
+    training_mosaics,
+    training_views,
+)
+from texter_jax.world.classifier_step import init_aux_heads, init_variables, make_train_step
 from texter_jax.world.generator import render
 from texter_jax.world.interventions import measure_interventions
 from texter_jax.world.views import visible_attributes
-from texter_jax.world.classifier_data import (TASKS, ClassifierTrainConfig, Task, training_attrs,
-                                         training_mosaics, training_views)
-from texter_jax.world.classifier_step import init_aux_heads, init_variables, make_train_step
 
 __all__ = ["TASKS", "ClassifierTrainConfig", "Task", "accuracy", "get_or_train_classifiers",
            "logits_fn", "padded_logits", "train_all", "train_classifier", "training_attrs",
@@ -188,7 +194,7 @@ def train_all(cfg: ClassifierTrainConfig, tasks: dict[str, Task] | None = None, 
             mos = training_mosaics(task, labels[:n_mos], cfg, seed + 29)
             images, labels, aux_labels, aux_weights = (
                 np.concatenate([x, m]) for x, m in zip(
-                    (images, labels, aux_labels, aux_weights), mos))
+                    (images, labels, aux_labels, aux_weights), mos, strict=True))
         if log:
             log(f"[world_classifiers] data ready after {time.time() - t0:.0f}s")
         clf, variables, info = train_classifier(

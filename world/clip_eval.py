@@ -14,9 +14,9 @@ import functools
 import jax
 import numpy as np
 
-from texter_jax.world.clip_model import WorldClip
 from texter_jax.world.attributes import WorldAttrs, sample_attributes
 from texter_jax.world.captions import ATTR_ORDER, value_phrases
+from texter_jax.world.clip_model import WorldClip
 from texter_jax.world.generator import render
 from texter_jax.world.mosaics import mosaic_visible, render_mosaics, sample_mosaics
 from texter_jax.world.views import DEFAULT_MIX, sample_views, visible_attributes

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax.numpy as jnp
 from flax import linen as nn
@@ -115,7 +115,7 @@ class ImageTower(nn.Module):
         x = images
         for i, w in enumerate(c.stem_widths):
             x = nn.relu(nn.Conv(w, (3, 3), strides=(2, 2), name=f"stem{i}")(x))
-        for i, (w, st) in enumerate(zip(c.widths, c.strides)):
+        for i, (w, st) in enumerate(zip(c.widths, c.strides, strict=True)):
             x = _ResBlock(w, st, name=f"stage{i}")(x)
         # Max pooling keeps "is there a spike / a hole somewhere" evidence that a mean
         # over a mostly-background map would wash out.

@@ -48,8 +48,9 @@ import dataclasses
 import functools
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import numpy as np
@@ -58,15 +59,14 @@ import optax
 from texter_jax.io.atomic import write_json_atomic
 from texter_jax.io.checkpoints import load_model, save_model
 from texter_jax.models.registry import config_to_dict
-from texter_jax.world.clip_model import WorldClip, WorldClipConfig, make_world_clip
 from texter_jax.world.attributes import WORLD_VERSION, WorldAttrs, sample_attributes
 from texter_jax.world.captions import ATTR_ORDER, captions, value_phrases
-from texter_jax.world.generator import render
-from texter_jax.world.mosaics import (DEFAULT_SHARED, mosaic_visible, render_mosaics,
-                                      sample_mosaics)
-from texter_jax.world.views import DEFAULT_MIX, sample_views, visible_attributes
 from texter_jax.world.clip_eval import eval_mosaics, eval_set, zero_shot_accuracy
 from texter_jax.world.clip_losses import clip_loss, prompt_loss
+from texter_jax.world.clip_model import WorldClip, WorldClipConfig, make_world_clip
+from texter_jax.world.generator import render
+from texter_jax.world.mosaics import DEFAULT_SHARED, mosaic_visible, render_mosaics, sample_mosaics
+from texter_jax.world.views import DEFAULT_MIX, sample_views, visible_attributes
 
 CACHE_NAME = "world_clip"
 METRICS_NAME = "metrics.json"
@@ -312,7 +312,8 @@ def train_world_clip(cfg: ClipTrainConfig, *, log: Callable[[str], None] | None 
                                                       cfg.image_size, cfg.mosaic_shared)
     zs_mosaics = zero_shot_accuracy(model, variables, mos_attrs, mos_images, mos_visible)
     metrics = {"zero_shot": zs, "zero_shot_views": zs_views, "zero_shot_mosaics": zs_mosaics,
-               "views_shown": {a: int(v) for a, v in zip(ATTR_ORDER, zoom_visible.sum(0))},
+               "views_shown": {a: int(v) for a, v in
+                               zip(ATTR_ORDER, zoom_visible.sum(0), strict=True)},
                "eval_images": len(ev_attrs), "final_loss": losses[-1],
                "loss_every_50": losses, "train_seconds": round(train_seconds, 1),
                "logit_scale": float(np.exp(variables["params"]["logit_scale"])),

@@ -29,8 +29,14 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from texter_jax.world.attributes import (COLOUR_RGB, DISCRETE, SIZE_RADIUS, WorldAttrs,
-                                         as_numpy_rng, sample_attributes)
+from texter_jax.world.attributes import (
+    COLOUR_RGB,
+    DISCRETE,
+    SIZE_RADIUS,
+    WorldAttrs,
+    as_numpy_rng,
+    sample_attributes,
+)
 from texter_jax.world.generator import render
 
 # Mean side of a stage-3 crop as a fraction of the canvas (release: U[0.25, 0.30]).

@@ -27,28 +27,29 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from texter_jax.world.demo_config import DemoConfig
+from texter_jax.eval.metrics.hits import hit_table
 from texter_jax.eval.records import stable_hash
-from texter_jax.world.reader_controls import class_consistency, reader_controls
-from texter_jax.world.explain import explain_world
-from texter_jax.world.page import write_world_page
-from texter_jax.world.report import write_report
-from texter_jax.world.stack import world_magnitude, world_stack
 from texter_jax.session import Session
 from texter_jax.world.attributes import sample_attributes
 from texter_jax.world.captions import concept_bank
-from texter_jax.world.generator import render
-from texter_jax.world.interventions import truth_values
-from texter_jax.eval.metrics.hits import hit_table
 from texter_jax.world.classifiers import ClassifierTrainConfig, get_or_train_classifiers
 from texter_jax.world.clip_train import ClipTrainConfig, get_or_train_world_clip
+from texter_jax.world.demo_config import DemoConfig
+from texter_jax.world.explain import explain_world
+from texter_jax.world.generator import render
+from texter_jax.world.interventions import truth_values
+from texter_jax.world.page import write_world_page
+from texter_jax.world.reader_controls import class_consistency, reader_controls
+from texter_jax.world.report import write_report
+from texter_jax.world.stack import world_magnitude, world_stack
 
 
 class WorldDemo:

@@ -78,7 +78,7 @@ class DemoConfig:
         """The methods this run explains with."""
         return METHODS + (("texter-bf16",) if self.bf16 else ())
 
-    def tiny(self) -> "DemoConfig":
+    def tiny(self) -> DemoConfig:
         """A seconds-scale variant for CI: every stage runs on real data, small sizes."""
         return dataclasses.replace(
             self, image_size=32, clip_steps=30, train_images=256, feature_images=300,

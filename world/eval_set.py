@@ -21,16 +21,15 @@ import argparse
 import io
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
 from texter_jax.eval.data import TRUTH_FORMAT
 from texter_jax.io.atomic import write_bytes_atomic, write_json_atomic, write_text_atomic
-from texter_jax.world import (DISCRETE, concept_bank, render, sample_attributes,
-                              truth_values)
+from texter_jax.world import DISCRETE, concept_bank, render, sample_attributes, truth_values
 
 
 def write_world_set(out: str | os.PathLike, attrs, *, label_attribute: str,
@@ -69,7 +68,7 @@ def write_world_set(out: str | os.PathLike, attrs, *, label_attribute: str,
     phrases, meaning = concept_bank()
     write_text_atomic(out / "class_names.txt", "\n".join(names) + "\n")
     write_text_atomic(out / "bank.txt", "\n".join(phrases) + "\n")
-    write_json_atomic(out / "classes.json", {n: v for n, v in zip(names, values)})
+    write_json_atomic(out / "classes.json", {n: v for n, v in zip(names, values, strict=True)})
     write_json_atomic(out / "truth.json", {
         "format": TRUTH_FORMAT, "label_attribute": label_attribute,
         "truth_attributes": list(np.atleast_1d(truth_attributes or label_attribute)),

@@ -4,19 +4,19 @@ the session (the library path real models take), cached per configuration."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import jax.numpy as jnp
 import numpy as np
 
-from texter_jax.world.demo_config import MACO_METHODS, METHODS, DemoConfig
-from texter_jax.eval.records import stable_hash
 from texter_jax import mapping
 from texter_jax.emphasis import MacoConfig
 from texter_jax.emphasis.progress import increments
+from texter_jax.eval.records import stable_hash
 from texter_jax.explain import ExplainConfig, image_keys
 from texter_jax.session import Session
+from texter_jax.world.demo_config import MACO_METHODS, METHODS, DemoConfig
 
 # Explanation fields kept for every image, and (for the figure) for the first few.
 _PER_IMAGE = ("label", "prob", "retries", "crop_labels", "unit_ids")

@@ -19,8 +19,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from texter_jax.world.attributes import (BACKGROUNDS, BADGE_RADIUS, BADGE_RGB, BADGE_RING,
-                                         COLOUR_RGB, SHAPES, SIZE_RADIUS, WorldAttrs)
+from texter_jax.world.attributes import (
+    BACKGROUNDS,
+    BADGE_RADIUS,
+    BADGE_RGB,
+    BADGE_RING,
+    COLOUR_RGB,
+    SHAPES,
+    SIZE_RADIUS,
+    WorldAttrs,
+)
 
 # Coarse value-noise grid (cells per side) for grass / sky clouds, independent of the
 # image size so 64 and 96 px images show the same world.

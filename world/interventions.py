@@ -10,12 +10,18 @@ assumed (a shortcut classifier may rely on background, shape or both).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
-from texter_jax.world.attributes import (DISCRETE, INTERVENABLE, WorldAttrs, as_numpy_rng,
-                                         resample_attribute)
+from texter_jax.world.attributes import (
+    DISCRETE,
+    INTERVENABLE,
+    WorldAttrs,
+    as_numpy_rng,
+    resample_attribute,
+)
 from texter_jax.world.generator import render
 
 

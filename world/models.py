@@ -14,8 +14,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from texter_jax.world.classifiers import ClassifierTrainConfig, Task, get_or_train_classifiers
 from texter_jax.world.clip_train import ClipTrainConfig, get_or_train_world_clip

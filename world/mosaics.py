@@ -17,13 +17,20 @@ of mixed shapes is "red", never "star"; "small" / "large" are never named).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 import texter_jax.world.views as _views
-from texter_jax.world.attributes import (BADGE_RADIUS, DISCRETE, SIZE_RADIUS, WorldAttrs,
-                                         as_numpy_rng, sample_attributes)
+from texter_jax.world.attributes import (
+    BADGE_RADIUS,
+    DISCRETE,
+    SIZE_RADIUS,
+    WorldAttrs,
+    as_numpy_rng,
+    sample_attributes,
+)
 from texter_jax.world.generator import badge_coverage, coverage, render
 
 ATTRS = tuple(DISCRETE)  # column order of visibility masks (= captions.ATTR_ORDER)
@@ -189,7 +196,8 @@ def _by_tile_px(m: Mosaics):
     for px in np.unique(m.tile_px):
         idx = np.flatnonzero(m.tile_px == px)
         touched = [touched_tiles(m, i) for i in idx]
-        rows = np.concatenate([m.start[i] + np.flatnonzero(t) for i, t in zip(idx, touched)])
+        rows = np.concatenate([m.start[i] + np.flatnonzero(t)
+                               for i, t in zip(idx, touched, strict=True)])
         yield int(px), idx, rows, touched
 
 
@@ -202,7 +210,7 @@ def render_mosaics(m: Mosaics, seed: int = 0, **kw) -> np.ndarray:
         # Only the tiles the window overlaps are rendered: the others stay black.
         cells = render(m.tiles.take(rows), seed, image_size=px, **kw)
         pos = 0
-        for i, t in zip(idx, touched):
+        for i, t in zip(idx, touched, strict=True):
             grid = np.zeros((t.size, px, px, 3), np.uint8)
             grid[t] = cells[pos:pos + int(t.sum())]
             pos += int(t.sum())
@@ -229,7 +237,7 @@ def mosaic_visible(m: Mosaics) -> np.ndarray:
         badge = badge_coverage(tiles, px)
         disc = badge_coverage(tiles, px, inner=True)
         pos = 0
-        for i, hit in zip(idx, touched):
+        for i, hit in zip(idx, touched, strict=True):
             sl = slice(pos, pos + int(hit.sum()))
             pos += int(hit.sum())
             n_side = int(m.per_side[i])

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
-from texter_jax.io.html_page import Card, markdown_to_html, write_page
+from texter_jax.eval.metrics.hits import hits_at_k
 from texter_jax.figures import rgba_concept_image, save_png
+from texter_jax.io.html_page import Card, markdown_to_html, write_page
 from texter_jax.mapping import concept_alpha, normalize_concept_image
 from texter_jax.world.attributes import DISCRETE
 from texter_jax.world.captions import concept_bank
-from texter_jax.eval.metrics.hits import hits_at_k
 
 THUMB = 128
 HIT_K = 3  # a card is marked a hit when a top-3 concept names the truth

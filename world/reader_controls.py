@@ -19,17 +19,17 @@ by construction.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
 
 from texter_jax import mapping
+from texter_jax.eval.metrics.hits import hit_table, mean_ci
 from texter_jax.explain import image_keys, read_canvases_jit
 from texter_jax.world.attributes import DISCRETE
-from texter_jax.world.controls import (CONTROLLED, tiled_inputs, upsampled_inputs,
-                                       value_canvases)
-from texter_jax.eval.metrics.hits import hit_table, mean_ci
+from texter_jax.world.controls import CONTROLLED, tiled_inputs, upsampled_inputs, value_canvases
 
 # The reader passes a control at this hit@3.
 CONTROL_BAR = 0.8
@@ -89,7 +89,7 @@ def reader_controls(classifier, variables, aligner, text_emb, phrases: Sequence[
     ranks = _rankings(scores, phrases)
     out["values"] = hit_table(ranks, value_truths, meaning, ks=(1, 3), seed=seed)
     hit3 = np.array([any(meaning.get(p) in t for p in r[:3])
-                     for r, t in zip(ranks, value_truths)])
+                     for r, t in zip(ranks, value_truths, strict=True)])
     names = np.array(names)
     out["per_value"] = {value: float(hit3[names == value].mean())
                         for value in DISCRETE[critical]}

@@ -11,11 +11,12 @@ import dataclasses
 import io
 import json
 from pathlib import Path
+
 import numpy as np
 
-from texter_jax.world.reader_controls import CONTROL_BAR, control_passed
 from texter_jax.io.atomic import write_bytes_atomic, write_json_atomic, write_text_atomic
 from texter_jax.mapping import concept_alpha, normalize_concept_image
+from texter_jax.world.reader_controls import CONTROL_BAR, control_passed
 
 MAIN_METHODS = ("texter", "texter-nosae", "text2concept")
 ABLATION = "texter-logit"

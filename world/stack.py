@@ -4,27 +4,27 @@ aligner and TopK SAE of each classifier (both cached under ``<out>/cache`` by co
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import jax
 import numpy as np
 
-from texter_jax.world.demo_config import DemoConfig
-from texter_jax.eval.records import stable_hash
 from texter_jax import aligner as aligner_io
 from texter_jax import sae as sae_io
 from texter_jax.aligner import Aligner
 from texter_jax.batching import map_in_batches
 from texter_jax.emphasis import default_spectrum, load_spectrum, save_spectrum
 from texter_jax.emphasis.spectrum import spectrum_from_images
+from texter_jax.eval.records import stable_hash
 from texter_jax.sae import Sae, SaeConfig
+from texter_jax.train.aligner import fit_aligner
+from texter_jax.train.sae_train import SaeTrainConfig, evaluate_sae, train_sae
 from texter_jax.world.attributes import WORLD_VERSION, sample_attributes
+from texter_jax.world.demo_config import DemoConfig
 from texter_jax.world.generator import render
 from texter_jax.world.mosaics import DEFAULT_SHARED, render_mosaics, sample_mosaics
 from texter_jax.world.views import DEFAULT_MIX, sample_views
-from texter_jax.train.aligner import fit_aligner
-from texter_jax.train.sae_train import SaeTrainConfig, evaluate_sae, train_sae
 
 
 class _Rows:

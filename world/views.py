@@ -13,12 +13,19 @@ names only those (a close-up of a red surface is "red", never "star").
 from __future__ import annotations
 
 import functools
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
-from texter_jax.world.attributes import (BADGE_RADIUS, DISCRETE, SHAPES, SIZE_RADIUS,
-                                         WorldAttrs, as_numpy_rng)
+from texter_jax.world.attributes import (
+    BADGE_RADIUS,
+    DISCRETE,
+    SHAPES,
+    SIZE_RADIUS,
+    WorldAttrs,
+    as_numpy_rng,
+)
 from texter_jax.world.generator import _shape_sdf, badge_coverage, coverage, whole_views
 
 ATTRS = tuple(DISCRETE)  # column order of visibility masks (= captions.ATTR_ORDER)
@@ -41,7 +48,7 @@ SIZE_VIEW_RANGE = (0.85, 1.2)  # "small" / "large" only make sense in a near-who
 _PATTERN_PERIOD = 0.6  # object-local units (generator's stripe period)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _unit_areas() -> np.ndarray:
     """Area of each shape at radius 1 (local units), measured on a fine grid."""
     t = (np.arange(800) + 0.5) / 400 - 1.0
@@ -56,8 +63,8 @@ def sample_views(seed_or_key: Any, attrs: WorldAttrs,
     Kinds: ``whole`` (the image); ``close`` (the object fills the frame: side 1.1-1.6x
     its diameter, centred on it with jitter); ``partial`` (side 0.2-0.5 of the scene: a
     third on the object's surface, a third anywhere; a third on the badge, side
-    0.05-0.5: parts of the object, of the background, surfaces and the badge up close); ``wide`` (side 1.2-1.8:
-    a small object in a large scene).
+    0.05-0.5: parts of the object, of the background, surfaces and the badge up close);
+    ``wide`` (side 1.2-1.8: a small object in a large scene).
 
     Args:
       seed_or_key: int seed, JAX key or numpy Generator.

@@ -12,8 +12,14 @@
 
 from texter_jax.eval.metrics.bootstrap import bootstrap_ci, bootstrap_table
 from texter_jax.eval.metrics.clip_score import clip_scores
-from texter_jax.eval.metrics.curves import (class_curve, curve_auc, curve_points, deletion_curve,
-                                 insertion_curve, orthonormalize)
+from texter_jax.eval.metrics.curves import (
+                                 class_curve,
+                                 curve_auc,
+                                 curve_points,
+                                 deletion_curve,
+                                 insertion_curve,
+                                 orthonormalize,
+)
 from texter_jax.eval.metrics.directional import class_logit_grad, directional_derivatives
 from texter_jax.eval.metrics.directions import PULLBACKS, aligner_pullback, feature_directions
 from texter_jax.eval.metrics.hits import hit_rates, hits_at_k

@@ -27,7 +27,7 @@ recovered here and need not be this one.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp

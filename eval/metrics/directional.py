@@ -16,7 +16,7 @@ protocol cannot be recovered here, so the two are not the same measurement.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp

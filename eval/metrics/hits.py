@@ -9,7 +9,7 @@ the classifier's decision-critical attribute, found by intervention). Phrases ou
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import jax
 import numpy as np
@@ -54,7 +54,7 @@ def hits_at_k(rankings: Sequence[Sequence[str]], truths: Sequence, meaning: Mapp
     if len(rankings) != len(truths):
         raise ValueError(f"{len(rankings)} explanations but {len(truths)} truths")
     out = np.zeros(len(rankings), bool)
-    for i, (ranked, truth) in enumerate(zip(rankings, truths)):
+    for i, (ranked, truth) in enumerate(zip(rankings, truths, strict=True)):
         want = _as_truth_set(truth)
         out[i] = any(meaning.get(p) in want for p in list(ranked)[:k])
     return out

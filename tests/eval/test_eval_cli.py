@@ -8,29 +8,12 @@ import json
 import numpy as np
 import pytest
 
-from texter_jax.world.eval_set import write_world_set
-from tests.helpers import aligner_folder, sae_folder, tiny_classifier_folder, tiny_clip_folder
+from tests.eval.conftest import N_IMAGES
 from texter_jax.cli.main import main
-from texter_jax.world import sample_attributes
 
 TINY = ["--steps", "2", "--canvas", "32", "--crops", "2", "--map-crops", "2",
         "--ig-steps", "4", "--k-neu", "2", "--batch-size", "4", "--n-boot", "100",
         "--top-k", "3", "--preprocess", "resize"]
-N_IMAGES = 8
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("eval")
-    data = write_world_set(root / "world", sample_attributes(0, N_IMAGES),
-                           label_attribute="shape", truth_attributes="background",
-                           image_size=32)
-    (data / "class_00" / "broken.png").write_bytes(b"\x89PNG not an image")
-    models = {"classifier": tiny_classifier_folder(root / "clf", num_classes=6),
-              "clip": tiny_clip_folder(root / "clip", root),
-              "aligner": aligner_folder(root / "aligner", 16, 12),
-              "sae": sae_folder(root / "sae", 16)}
-    return root, data, models
 
 
 def _eval(world, out, *extra, cache=None):
@@ -142,13 +125,13 @@ def test_sanity_hooks_reproduce_the_runner_cache(world):
     cached for TEXTER; random units, another seed and a randomised model change them."""
     import jax
 
+    from texter_jax.converters.artifacts import load_aligner, load_sae
+    from texter_jax.emphasis import MacoConfig, default_spectrum
     from texter_jax.eval.data import file_digest, image_id, load_for_classifier
     from texter_jax.eval.methods import config_dict
     from texter_jax.eval.records import ArtifactCache
     from texter_jax.eval.sanity import randomized_variables
-    from texter_jax.emphasis import MacoConfig, default_spectrum
     from texter_jax.explain import ExplainConfig, explain_batch, fold_keys, image_keys
-    from texter_jax.converters.artifacts import load_aligner, load_sae
     from texter_jax.io.checkpoints import load_model
 
     root, data, models = world

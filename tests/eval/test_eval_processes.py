@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.eval.test_eval_cli import _eval, _records, world  # noqa: F401 - fixture
+from tests.eval.test_eval_cli import _eval, _records
 
 REPO = Path(__file__).resolve().parents[2]
 ARGS = ["--methods", "texter-nosae,text2concept", "--sanity", "seed", "--batch-size", "2"]
@@ -42,7 +42,7 @@ def _eval_two_processes(world, out):
          "--num-processes", "2", "--process-id", str(i)], env=env, cwd=REPO,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
     outs = [p.communicate(timeout=600) for p in procs]
-    for p, (o, e) in zip(procs, outs):
+    for p, (_, e) in zip(procs, outs, strict=True):
         assert p.returncode == 0, e[-3000:]
     return [e for _, e in outs]
 
@@ -52,9 +52,9 @@ def _assert_same_csv(got: Path, want: Path) -> None:
     rows_got = [r.split(",") for r in got.read_text().splitlines()]
     rows_want = [r.split(",") for r in want.read_text().splitlines()]
     assert len(rows_got) == len(rows_want)
-    for a, b in zip(rows_got, rows_want):
+    for a, b in zip(rows_got, rows_want, strict=True):
         assert len(a) == len(b)
-        for x, y in zip(a, b):
+        for x, y in zip(a, b, strict=True):
             try:
                 np.testing.assert_allclose(float(x), float(y), atol=1e-5)
             except ValueError:

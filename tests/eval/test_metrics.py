@@ -6,9 +6,20 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from texter_jax.eval.metrics import (aligner_pullback, bootstrap_table, clip_scores, curve_auc,
-                          deletion_curve, directional_derivatives, feature_directions,
-                          hit_rates, insertion_curve, orthonormalize, rankdata, subset_masks)
+from texter_jax.eval.metrics import (
+    aligner_pullback,
+    bootstrap_table,
+    clip_scores,
+    curve_auc,
+    deletion_curve,
+    directional_derivatives,
+    feature_directions,
+    hit_rates,
+    insertion_curve,
+    orthonormalize,
+    rankdata,
+    subset_masks,
+)
 from texter_jax.eval.metrics import bootstrap_ci as _bootstrap_ci
 from texter_jax.eval.metrics import spearman as _spearman
 
@@ -100,8 +111,9 @@ def test_gradient_direction_gives_the_maximal_derivative():
     # matches a central finite difference along a random unit direction
     u = dirs[:, 5] / np.linalg.norm(dirs[:, 5], axis=-1, keepdims=True)
     eps = 1e-3
-    f = lambda x: np.take_along_axis(np.asarray(head(jnp.asarray(x, jnp.float32))),
-                                     np.asarray(cls)[:, None], 1)[:, 0]
+    def f(x):
+        return np.take_along_axis(np.asarray(head(jnp.asarray(x, jnp.float32))),
+                                  np.asarray(cls)[:, None], 1)[:, 0]
     fd = (f(np.asarray(z) + eps * u) - f(np.asarray(z) - eps * u)) / (2 * eps)
     np.testing.assert_allclose(deriv[:, 5], fd, atol=2e-3)
 

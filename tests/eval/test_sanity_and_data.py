@@ -7,11 +7,17 @@ import jax
 import numpy as np
 import pytest
 
-from texter_jax.eval.data import (EvalDataError, EvalImage, folder_labels, image_id, read_class_index,
-                       sample)
+from texter_jax.contributions import random_units
+from texter_jax.eval.data import (
+    EvalDataError,
+    EvalImage,
+    folder_labels,
+    image_id,
+    read_class_index,
+    sample,
+)
 from texter_jax.eval.records import ArtifactCache, RecordStore
 from texter_jax.eval.sanity import head_paths, last_block_prefix, randomized_variables
-from texter_jax.contributions import random_units
 from texter_jax.models import vit
 from texter_jax.models.resnet import ResNetConfig, make_classifier
 from texter_jax.models.resnet import random_variables as resnet_variables
@@ -128,8 +134,10 @@ def test_eval_never_imports_torch():
     import subprocess
     import sys
 
-    code = ("import sys, texter_jax.cli.eval_cli, texter_jax.eval.runner, texter_jax.eval.metrics, texter_jax.eval.producers, texter_jax.eval.sanity, "
-            "texter_jax.eval.summary, texter_jax.eval.plots, texter_jax.eval.data, texter_jax.eval.records, texter_jax.world.eval_set; "
+    code = ("import sys, texter_jax.cli.eval_cli, texter_jax.eval.runner, "
+            "texter_jax.eval.metrics, texter_jax.eval.producers, texter_jax.eval.sanity, "
+            "texter_jax.eval.summary, texter_jax.eval.plots, texter_jax.eval.data, "
+            "texter_jax.eval.records, texter_jax.world.eval_set; "
             "bad=[m for m in sys.modules if m.split('.')[0] in ('torch','transformers')]; "
             "print(bad); sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

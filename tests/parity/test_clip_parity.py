@@ -154,7 +154,8 @@ def test_save_load_round_trip(tiny, tmp_path):
                      source={"path": str(folder), "layout": conv.layout})
     model, variables = load_model(out)
     assert isinstance(model, clip_model.Clip) and model.config == ours.config
-    flat = lambda tree: dict(jax.tree_util.tree_leaves_with_path(tree))
+    def flat(tree):
+        return dict(jax.tree_util.tree_leaves_with_path(tree))
     a, b = flat(variables), flat(conv.variables)
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
     # The un-jitted public path on both sides: identical computations, identical bits.
@@ -239,7 +240,8 @@ def test_openai_layout(tmp_path):
     assert clip_conv.detect_layout(source.state_dict) == "openai-clip"
     conv = clip_conv.convert_openai_clip(source)
     assert conv.layout == "openai-clip" and conv.config == conv_hf.config
-    flat = lambda tree: dict(jax.tree_util.tree_leaves_with_path(tree))
+    def flat(tree):
+        return dict(jax.tree_util.tree_leaves_with_path(tree))
     a, b = flat(conv.variables), flat(conv_hf.variables)
     assert a.keys() == b.keys()
     assert all(np.array_equal(a[k], b[k]) for k in a)

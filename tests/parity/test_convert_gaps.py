@@ -11,12 +11,25 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 torchvision = pytest.importorskip("torchvision")
 
+from tests.parity.test_clip_parity import (  # noqa: E402
+    _hf_config,
+    _hf_image_features,
+    _hf_text_features,
+    _hf_to_openai_state_dict,
+    _images,
+    _max_diff,
+    _save_hf,
+    _token_rows,
+)
+from tests.parity.test_vit_parity import (  # noqa: E402
+    SMALL_TV,
+    _dino_features,
+    _DinoViT,
+    _perturb,
+    _torch_input,
+    _tv_reference,
+)
 from texter_jax.cli.main import main  # noqa: E402
-from tests.parity.test_clip_parity import (_hf_config, _hf_image_features,  # noqa: E402
-                                           _hf_text_features, _hf_to_openai_state_dict,
-                                           _images, _max_diff, _save_hf, _token_rows)
-from tests.parity.test_vit_parity import (SMALL_TV, _DinoViT, _dino_features,  # noqa: E402
-                                          _perturb, _torch_input, _tv_reference)
 from texter_jax.io.checkpoints import load_model  # noqa: E402
 
 ATOL = 1e-4
@@ -49,7 +62,8 @@ def test_vit_of_unpublished_width_needs_and_takes_num_heads(tmp_path, capsys):
     assert _convert(capsys, tmp_path / "vit.pth", tmp_path / "c", "--num-heads", "4")[0] == 0
     model, variables = load_model(tmp_path / "c")
     images = _images(2, 32, seed=3)
-    assert _parity(model, variables, images, *_tv_reference(tv, _torch_input(model, images))) <= ATOL
+    reference = _tv_reference(tv, _torch_input(model, images))
+    assert _parity(model, variables, images, *reference) <= ATOL
 
 
 def test_dino_vit_two_files_take_num_heads(tmp_path, capsys):

@@ -144,8 +144,8 @@ def test_real_weights_match_torch_on_real_photos(real_lite0):
           f"logits {errs['logits']:.2e}, worst activation (relative) {max(errs.values()):.2e}")
     assert max(errs.values()) <= ATOL, errs
     ours, theirs = flax_out[1].argmax(-1), torch_out[1].argmax(-1)
-    assert list(ours) == list(theirs), dict(zip(names, zip(ours, theirs)))
-    top1 = dict(zip(names, ours.tolist()))
+    assert list(ours) == list(theirs), dict(zip(names, zip(ours, theirs, strict=True), strict=True))
+    top1 = dict(zip(names, ours.tolist(), strict=True))
     # What the real network sees (torch, 224 px, ImageNet normalisation): Egyptian cat,
     # espresso, tripod: real weights, not a lucky random net.
     assert (top1["chelsea"], top1["coffee"], top1["camera"]) == (285, 967, 872), top1

@@ -25,9 +25,15 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("efficientnet_lite_pytorch")
 pytest.importorskip("skimage")
 
-from tests.real_weights import (imagenet_classes, photo, photo_raw,  # noqa: E402
-                                       torch_features, torch_input, torch_lite0)
 from tests.helpers import aligner_folder, tiny_clip_folder  # noqa: E402
+from tests.real_weights import (  # noqa: E402
+    imagenet_classes,
+    photo,
+    photo_raw,
+    torch_features,
+    torch_input,
+    torch_lite0,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL = ["--steps", "8", "--canvas", "256", "--crops", "2", "--map-crops", "2",

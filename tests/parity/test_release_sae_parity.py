@@ -19,7 +19,11 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 from texter_jax.converters.release import (  # noqa: E402
-    export_release_aligner, export_release_sae, load_release_aligner, load_release_sae)
+    export_release_aligner,
+    export_release_sae,
+    load_release_aligner,
+    load_release_sae,
+)
 from texter_jax.sae import SaeConfig, init_sae, sae_decode, sae_encode  # noqa: E402
 
 # fp32 matmuls of width <= 512 on both sides: differences stay ~1e-6.

@@ -17,11 +17,15 @@ import pytest
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
 
+from texter_jax.classifier import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from texter_jax.converters.mapping import ConversionError  # noqa: E402
 from texter_jax.converters.resnet import (  # noqa: E402
-    convert_dino_resnet, convert_hf_resnet, convert_torchvision_resnet, detect_layout)
+    convert_dino_resnet,
+    convert_hf_resnet,
+    convert_torchvision_resnet,
+    detect_layout,
+)
 from texter_jax.converters.state_dict import read_source  # noqa: E402
-from texter_jax.classifier import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from texter_jax.io.checkpoints import load_model, save_model  # noqa: E402
 
 ATOL = 1e-4
@@ -226,7 +230,7 @@ def test_hf_resnet(tmp_path, layer_type, in_bottleneck, first_stage):
         pooled = model.resnet(_to_torch(images)).pooler_output.flatten(1).numpy()
     # hidden_states: the stem output, then every stage's output.
     acts = {name: _nhwc(h) for name, h in zip(["stem", "stage1", "stage2", "stage3", "stage4"],
-                                              out.hidden_states)}
+                                              out.hidden_states, strict=True)}
     _check(f"hf {layer_type} in_bottleneck={in_bottleneck} first_stage={first_stage}",
            _run_flax(clf, converted.variables, images), pooled, out.logits.numpy(), acts)
 

@@ -7,9 +7,13 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-from texter_jax.converters.sae_formats import (load_dictionary_learning, load_saelens,  # noqa: E402
-                                    save_dictionary_learning, save_saelens)
 from texter_jax import sae as sae_lib  # noqa: E402
+from texter_jax.converters.sae_formats import (  # noqa: E402
+    load_dictionary_learning,
+    load_saelens,
+    save_dictionary_learning,
+    save_saelens,
+)
 from texter_jax.sae import SaeConfig, init_sae, sae_apply  # noqa: E402
 
 D, N, K = 16, 64, 6

@@ -19,12 +19,15 @@ tnn = torch.nn
 
 from texter_jax.converters.mapping import ConversionError  # noqa: E402
 from texter_jax.converters.state_dict import Source, read_source  # noqa: E402
-from texter_jax.converters.vit import (convert_dino_vit, convert_hf_vit,  # noqa: E402
-                            convert_torchvision_vit, detect_layout)
+from texter_jax.converters.vit import (  # noqa: E402
+    convert_dino_vit,
+    convert_hf_vit,
+    convert_torchvision_vit,
+    detect_layout,
+)
 from texter_jax.io.checkpoints import load_model, save_model  # noqa: E402
 from texter_jax.models.dino import DinoViTConfig  # noqa: E402
-from texter_jax.models.registry import (abstract_variables, build_model,  # noqa: E402
-                                        config_to_dict)
+from texter_jax.models.registry import abstract_variables, build_model, config_to_dict  # noqa: E402
 
 TOL = 1e-4
 SMALL_TV = dict(image_size=32, patch_size=8, num_layers=2, num_heads=4, hidden_dim=64,

@@ -17,14 +17,13 @@ import pytest
 from flax import nnx
 from PIL import Image
 
+from tests.helpers import tiny_classifier_folder
 from texter_jax.capture import LayerNotFound, capture_function, capture_linen, capture_nnx
 from texter_jax.sae import SaeConfig
-from texter_jax.train.features import FeatureShards, extract_features, list_image_folder
 from texter_jax.train.feature_decode import preprocess_image
+from texter_jax.train.features import FeatureShards, extract_features, list_image_folder
 from texter_jax.train.layer_features import check_layer, layer_features, reduce_activation
 from texter_jax.train.sae_train import SaeTrainConfig, train_sae
-
-from tests.helpers import tiny_classifier_folder
 
 REPO = Path(__file__).resolve().parents[2]
 SIZE = 16

@@ -10,10 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from texter_jax.world.stack import _Rows
 from texter_jax.sae import SaeConfig, init_sae, tie_decoder_to_encoder
 from texter_jax.sae_auxk import auxk_loss, dead_latents, update_rows_since_fired
 from texter_jax.train.sae_train import SaeTrainConfig, train_sae
+from texter_jax.world.stack import _Rows
 
 
 def _numpy_auxk(pre, residual, dictionary, dead, k_aux):

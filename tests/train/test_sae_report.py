@@ -8,9 +8,9 @@ import jax
 import numpy as np
 import pytest
 
-from texter_jax.world.stack import _Rows
 from texter_jax.sae import SaeConfig, init_sae, sae_apply
 from texter_jax.train.sae_report import plot_firing_frequency, sae_report
+from texter_jax.world.stack import _Rows
 
 
 def test_report_equals_numpy(tmp_path):
@@ -50,10 +50,10 @@ def test_report_equals_numpy(tmp_path):
 
 def test_train_sae_cli_reports_with_the_classifier(tmp_path, capsys):
     pytest.importorskip("texter_jax.models.resnet")
+    from texter_jax.cli import train_cli as cli
     from texter_jax.io.checkpoints import save_model
     from texter_jax.models import resnet
     from texter_jax.models.registry import build_model
-    from texter_jax.cli import train_cli as cli
 
     config = {"block": "basic", "depths": [1], "widths": [8], "stem_width": 8,
               "num_classes": 3, "image_size": 224}

@@ -4,11 +4,15 @@ import jax
 import numpy as np
 import pytest
 
-from texter_jax.io.checkpoints import CheckpointError
 from texter_jax.aligner import load as load_aligner
 from texter_jax.aligner import save as save_aligner
-from texter_jax.train.aligner import (aligner_zero_shot_accuracy, fit_aligner, pooled_variance,
-                           sgd_optimizer)
+from texter_jax.io.checkpoints import CheckpointError
+from texter_jax.train.aligner import (
+    aligner_zero_shot_accuracy,
+    fit_aligner,
+    pooled_variance,
+    sgd_optimizer,
+)
 
 
 def _linear_data(n=6000, d=32, e=8, noise=0.01, seed=0):
@@ -56,7 +60,7 @@ def test_sgd_optimizer_matches_torch_sgd():
     lrs = [0.01, 0.008, 0.005, 0.002]
     p = torch.nn.Parameter(torch.from_numpy(w0.copy()))
     opt = torch.optim.SGD([p], lr=lrs[0], momentum=0.9, weight_decay=5e-4)
-    for g, lr in zip(grads, lrs):
+    for g, lr in zip(grads, lrs, strict=True):
         opt.param_groups[0]["lr"] = lr
         p.grad = torch.from_numpy(g)
         opt.step()

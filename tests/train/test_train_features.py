@@ -7,8 +7,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from texter_jax.train.features import (FeatureShards, FeatureShardsError, extract_features,
-                            list_image_folder, preprocess_image, read_file_list)
+from texter_jax.train.features import (
+    FeatureShards,
+    FeatureShardsError,
+    extract_features,
+    list_image_folder,
+    preprocess_image,
+    read_file_list,
+)
 
 
 def _features_fn(images):

@@ -13,10 +13,14 @@ import pytest
 
 from texter_jax.io.checkpoints import CheckpointError
 from texter_jax.sae import SaeConfig
-from texter_jax.train.features import FeatureShards
 from texter_jax.sae import load as load_sae
-from texter_jax.train.sae_train import (SaeTrainConfig, clip_by_global_norm_torch, evaluate_sae,
-                             train_sae)
+from texter_jax.train.features import FeatureShards
+from texter_jax.train.sae_train import (
+    SaeTrainConfig,
+    clip_by_global_norm_torch,
+    evaluate_sae,
+    train_sae,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -66,17 +70,18 @@ def test_clip_matches_torch_clip_grad_norm():
          "b": rng.normal(size=5).astype(np.float32)}
     ours, _ = clip_by_global_norm_torch(1.0).update(jax.tree.map(jax.numpy.asarray, g), None)
     ps = [torch.nn.Parameter(torch.zeros(v.shape)) for v in g.values()]
-    for p, v in zip(ps, g.values()):
+    for p, v in zip(ps, g.values(), strict=True):
         p.grad = torch.from_numpy(v.copy())
     torch.nn.utils.clip_grad_norm_(ps, 1.0)
-    for p, k in zip(ps, g):
+    for p, k in zip(ps, g, strict=True):
         np.testing.assert_allclose(np.asarray(ours[k]), p.grad.numpy(), rtol=1e-6)
 
 
 def _train_cmd(features, out):
-    return [sys.executable, "-m", "texter_jax.cli.train_cli", "train-sae", "--features", str(features),
-            "--out", str(out), "--epochs", "3", "--batch-size", "32", "--expansion", "4",
-            "--top-k", "4", "--lr", "5e-3", "--checkpoint-every", "5", "--no-progress"]
+    return [sys.executable, "-m", "texter_jax.cli.train_cli", "train-sae",
+            "--features", str(features), "--out", str(out), "--epochs", "3",
+            "--batch-size", "32", "--expansion", "4", "--top-k", "4", "--lr", "5e-3",
+            "--checkpoint-every", "5", "--no-progress"]
 
 
 def _steps(ckpt_dir):
@@ -111,7 +116,7 @@ def test_resume_after_kill_is_exact(tmp_path):
 
     _, a = load_sae(tmp_path / "full" / "sae")
     _, b = load_sae(tmp_path / "killed" / "sae")
-    for leaf_a, leaf_b in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    for leaf_a, leaf_b in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_array_equal(leaf_a, leaf_b)
 
 

@@ -2,9 +2,16 @@
 
 import numpy as np
 
+from texter_jax.world import (
+    ATTR_ORDER,
+    DISCRETE,
+    WorldTokenizer,
+    concept_bank,
+    sample_attributes,
+    value_phrases,
+    world_vocab,
+)
 from texter_jax.world.captions import captions
-from texter_jax.world import (ATTR_ORDER, DISCRETE, WorldTokenizer, concept_bank,
-                              sample_attributes, value_phrases, world_vocab)
 
 
 def test_every_caption_and_phrase_word_is_in_vocab():
@@ -35,13 +42,14 @@ def test_keep_and_phrase_weights():
     keep[:, ATTR_ORDER.index("colour")] = True
     texts, m = captions(0, attrs, keep=keep)
     np.testing.assert_array_equal(m, keep)
-    assert all(c in t for t, c in zip(texts, attrs.values("colour")))
+    assert all(c in t for t, c in zip(texts, attrs.values("colour"), strict=True))
     w = np.zeros(len(ATTR_ORDER))
     w[ATTR_ORDER.index("shape")] = 1.0
     texts, m = captions(1, attrs, p_phrase=1.0, phrase_weights=w)
     assert m[:, ATTR_ORDER.index("shape")].all() and m.sum() == 200
     _, meaning = concept_bank()
-    assert all(meaning[t] == ("shape", s) for t, s in zip(texts, attrs.values("shape")))
+    shapes = attrs.values("shape")
+    assert all(meaning[t] == ("shape", s) for t, s in zip(texts, shapes, strict=True))
 
 
 def test_concept_bank_mapping():

@@ -3,8 +3,17 @@
 import numpy as np
 import pytest
 
-from texter_jax.world import (DISCRETE, INTERVENABLE, WorldAttrs, coverage, object_mask,
-                              render, resample_attribute, sample_attributes, sample_twins)
+from texter_jax.world import (
+    DISCRETE,
+    INTERVENABLE,
+    WorldAttrs,
+    coverage,
+    object_mask,
+    render,
+    resample_attribute,
+    sample_attributes,
+    sample_twins,
+)
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,7 @@
 
 import numpy as np
 
-from texter_jax.world import (COLOURS, measure_interventions, sample_attributes,
-                              truth_values)
+from texter_jax.world import COLOURS, measure_interventions, sample_attributes, truth_values
 from texter_jax.world.attributes import COLOUR_RGB
 
 

@@ -6,12 +6,19 @@ import jax
 import numpy as np
 import pytest
 
+from texter_jax.world import (
+    ATTR_ORDER,
+    DISCRETE,
+    mosaic_visible,
+    render,
+    render_mosaics,
+    sample_mosaics,
+    tiled_inputs,
+)
 from texter_jax.world.captions import captions
-from texter_jax.world import (ATTR_ORDER, DISCRETE, mosaic_visible, render,
-                              render_mosaics, sample_mosaics, tiled_inputs)
+from texter_jax.world.classifier_data import TASKS, ClassifierTrainConfig, training_mosaics
 from texter_jax.world.controls import tile_px
 from texter_jax.world.mosaics import max_tiles, touched_tiles
-from texter_jax.world.classifier_data import TASKS, ClassifierTrainConfig, training_mosaics
 
 S = 64
 COL = {a: i for i, a in enumerate(ATTR_ORDER)}

@@ -4,10 +4,9 @@ that never name an attribute outside the view."""
 import numpy as np
 import pytest
 
-from texter_jax.world.captions import captions
-from texter_jax.world import (ATTR_ORDER, DISCRETE, render, resample_attribute,
-                              sample_attributes)
+from texter_jax.world import ATTR_ORDER, DISCRETE, render, resample_attribute, sample_attributes
 from texter_jax.world.attributes import BADGE_RADIUS, SIZE_RADIUS
+from texter_jax.world.captions import captions
 from texter_jax.world.generator import badge_coverage, coverage, whole_views
 from texter_jax.world.views import KINDS, sample_views, visible_attributes
 

@@ -87,9 +87,9 @@ def test_classifier_loss_decreases_and_cache(tmp_path):
     import optax
 
     from texter_jax.models.resnet import make_classifier
-    from texter_jax.world import render, sample_attributes
     from texter_jax.world import classifier_step as step_mod
     from texter_jax.world import classifiers as wcl
+    from texter_jax.world import render, sample_attributes
 
     cfg = wcl.ClassifierTrainConfig(image_size=32, widths=(8, 16), depths=(1, 1),
                                     stem_width=8, train_images=32, test_images=16,

@@ -15,7 +15,8 @@ Equinox is imported inside the functions: the library itself does not need it.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp

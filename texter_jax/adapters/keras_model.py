@@ -19,7 +19,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax.numpy as jnp
 
@@ -87,7 +88,7 @@ class _KerasRun:
 
     def __call__(self, variables, x, names):
         out = self.call(variables, x)
-        return out[0], dict(zip(self.names, out[1:]))
+        return out[0], dict(zip(self.names, out[1:], strict=True))
 
     def layer_names(self) -> list[str]:
         return list(self.all_names)

@@ -22,6 +22,7 @@ from flax import nnx
 from texter_jax.adapters.common import traced_dims
 from texter_jax.classifier import FunctionClassifier
 
+
 @dataclasses.dataclass(frozen=True)
 class _NnxMethod:
     """``(state, x) -> nnx.merge(graphdef, state).<method>(x)``, hashable by graphdef."""

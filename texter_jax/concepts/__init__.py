@@ -5,11 +5,30 @@ and the shipped generic bank; ``llm`` builds banks with any OpenAI-compatible en
 """
 
 from texter_jax.concepts.banks import (
-    ConceptBankError, class_bank_path, dedupe_exact, dedupe_similar, generic_bank,
-    image_bank_path, image_vlm_path, load_class_bank, load_concepts, load_image_bank,
-    merge_banks, mentions_class, resolve_bank, save_concepts, similarity)
+    ConceptBankError,
+    class_bank_path,
+    dedupe_exact,
+    dedupe_similar,
+    generic_bank,
+    image_bank_path,
+    image_vlm_path,
+    load_class_bank,
+    load_concepts,
+    load_image_bank,
+    mentions_class,
+    merge_banks,
+    resolve_bank,
+    save_concepts,
+    similarity,
+)
 from texter_jax.concepts.llm import (
-    ChatClient, ConceptGenerator, LLMConfig, LLMError, llm_configured, parse_concepts)
+    ChatClient,
+    ConceptGenerator,
+    LLMConfig,
+    LLMError,
+    llm_configured,
+    parse_concepts,
+)
 
 __all__ = [
     "ChatClient", "ConceptBankError", "ConceptGenerator", "LLMConfig", "LLMError",

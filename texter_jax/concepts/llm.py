@@ -29,12 +29,12 @@ import json
 import logging
 import os
 import re
-import socket
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -81,7 +81,7 @@ class LLMConfig:
     max_tokens: int = 1024
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> "LLMConfig":
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> LLMConfig:
         """Reads the ``TEXTER_LLM_*`` / ``OPENAI_API_KEY`` variables; ``overrides`` whose
         value is not None win."""
         env = os.environ if env is None else env
@@ -159,7 +159,7 @@ class ChatClient:
                 if e.code not in _RETRY_STATUS and e.code < 500:
                     raise LLMError(f"{self.url} answered HTTP {e.code}: {body}") from e
                 last, retry_after = LLMError(f"HTTP {e.code}: {body}"), e.headers.get("Retry-After")
-            except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError) as e:
+            except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
                 last = e
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 last = LLMError(f"{self.url} sent a reply that is not JSON: {e}")
@@ -343,7 +343,8 @@ class ConceptGenerator:
         cfg = self.client.config
 
         def ask(already):
-            return self.client.chat([{"role": "user", "content": class_prompt(class_name, already)}],
+            prompt = class_prompt(class_name, already)
+            return self.client.chat([{"role": "user", "content": prompt}],
                                     model=cfg.model, temperature=cfg.temperature)
 
         concepts = self._collect(n, class_name, ask)

@@ -19,7 +19,8 @@ image only and pulled back to the phase; model weights are never differentiated.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp

@@ -15,7 +15,8 @@ the same compiled program. Weights are read, never differentiated.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp

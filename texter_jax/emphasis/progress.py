@@ -15,7 +15,7 @@ import contextlib
 import itertools
 import math
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import numpy as np

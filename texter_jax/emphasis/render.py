@@ -10,7 +10,7 @@ noise 0.05, phase std 1.0.
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp

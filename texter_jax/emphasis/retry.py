@@ -11,7 +11,8 @@ host reads one [B] "retry?" mask per round (the only thing it decides with).
 from __future__ import annotations
 
 import functools
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -48,7 +49,7 @@ def bucket_size(todo: int, batch: int, n_devices: int) -> int:
     return min(batch, -(-rows // n_devices) * n_devices)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _programs(placement: Placement):
     batch = placement.batch
 
@@ -133,7 +134,7 @@ def maco_batch_with_retry(objective_fn: Callable, keys: PRNGKey, magnitude,
         bucket = bucket_size(todo.size, batch, placement.n_devices)
         rows = np.concatenate([todo, np.full(bucket - todo.size, todo[0])]).astype(np.int32)
         sub_keys, sub_ids, sub_n = take_rows((keys, ids, n), rows)
-        sub_keys = jax.vmap(lambda k: jax.random.fold_in(k, attempt))(sub_keys)
+        sub_keys = jax.vmap(lambda k, a=attempt: jax.random.fold_in(k, a))(sub_keys)
         redo = run(sub_keys, unit_ids=sub_ids, unit_mask=_prefix_mask(sub_n, width))
         result = put_rows(result, todo.astype(np.int32), redo)
     return result, RetryInfo(n, retries, failed)

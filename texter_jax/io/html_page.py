@@ -15,8 +15,8 @@ import dataclasses
 import html
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from texter_jax.io.atomic import write_text_atomic
 

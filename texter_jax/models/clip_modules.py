@@ -45,7 +45,8 @@ class _SelfAttention(nn.Module):
         """x [B, T, W] -> [B, T, W]; ``causal`` hides later positions from earlier ones."""
         b, t, _ = x.shape
         hd = self.width // self.heads
-        split = lambda y: y.reshape(b, t, self.heads, hd)
+        def split(y):
+            return y.reshape(b, t, self.heads, hd)
         q = split(self.q_proj(x))
         k = split(self.k_proj(x))
         v = split(self.v_proj(x))

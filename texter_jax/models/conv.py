@@ -29,7 +29,7 @@ convolution, 1.12 s with this form (2026-11-30, ``bench/real_weights_maco.py`` e
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp

@@ -19,7 +19,7 @@ from typing import Any
 import jax.numpy as jnp
 
 from texter_jax.classifier import Classifier
-from texter_jax.models.vit import ViTConfig, VisionTransformer, build_vit_family
+from texter_jax.models.vit import VisionTransformer, ViTConfig, build_vit_family
 from texter_jax.types import Array
 
 FAMILY = "dino_vit"

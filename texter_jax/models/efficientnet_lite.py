@@ -43,8 +43,8 @@ from flax import linen as nn
 
 from texter_jax.classifier import Classifier
 from texter_jax.models.conv import conv_layer, frozen_batch_norm
-from texter_jax.models.registry import config_from_dict
 from texter_jax.models.pooled_cnn import PooledCnn
+from texter_jax.models.registry import config_from_dict
 from texter_jax.types import Array
 
 FAMILY = "efficientnet_lite"
@@ -126,15 +126,17 @@ class EfficientNetLiteConfig:
         object.__setattr__(self, "stages", tuple(tuple(int(v) for v in s) for s in self.stages))
         if not self.stages or any(len(s) != 6 or min(s) < 1 for s in self.stages):
             raise ValueError("EfficientNetLiteConfig.stages: each stage is six positive "
-                             f"integers (repeats, kernel, stride, expand, in, out); got {self.stages}")
+                             "integers (repeats, kernel, stride, expand, in, out); "
+                             f"got {self.stages}")
         if self.width_coefficient <= 0 or self.depth_coefficient <= 0:
             raise ValueError("EfficientNetLiteConfig: width and depth coefficients must be "
                              f"positive ({self.width_coefficient}, {self.depth_coefficient})")
         if self.num_classes < 1:
-            raise ValueError(f"EfficientNetLiteConfig.num_classes must be >= 1, got {self.num_classes}")
+            raise ValueError("EfficientNetLiteConfig.num_classes must be >= 1, "
+                             f"got {self.num_classes}")
 
     @classmethod
-    def from_variant(cls, variant: str, *, num_classes: int = 1000) -> "EfficientNetLiteConfig":
+    def from_variant(cls, variant: str, *, num_classes: int = 1000) -> EfficientNetLiteConfig:
         """``"lite0"`` .. ``"lite4"`` (``"efficientnet-lite0"`` is accepted too)."""
         name = variant.removeprefix("efficientnet-")
         if name not in VARIANTS:

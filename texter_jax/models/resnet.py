@@ -110,7 +110,7 @@ class ResNetConfig:
             raise ValueError(f"ResNetConfig.num_classes must be >= 1, got {self.num_classes}")
 
     @classmethod
-    def from_depth(cls, depth: int, *, num_classes: int = 1000, **kw) -> "ResNetConfig":
+    def from_depth(cls, depth: int, *, num_classes: int = 1000, **kw) -> ResNetConfig:
         """The torchvision ResNet-``depth`` (18, 34, 50, 101 or 152)."""
         if depth not in STANDARD_DEPTHS:
             raise ValueError(f"no standard ResNet-{depth}; known: {sorted(STANDARD_DEPTHS)}")
@@ -131,7 +131,7 @@ class ResNetConfig:
         """Every residual block in order; the shortcut rule is torchvision's and HF's:
         a projection whenever the channel count or the resolution changes."""
         specs, in_ch = [], self.stem_width
-        for s, (n, width) in enumerate(zip(self.depths, self.widths)):
+        for s, (n, width) in enumerate(zip(self.depths, self.widths, strict=True)):
             for b in range(n):
                 stride = 2 if b == 0 and (s > 0 or self.downsample_in_first_stage) else 1
                 specs.append(BlockSpec(s, b, in_ch, width, stride,

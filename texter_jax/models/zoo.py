@@ -5,7 +5,7 @@ published architectures and ImageNet's 1,000 classes, for planning and benchmark
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from texter_jax.models import dino, dino_resnet, efficientnet_lite, resnet, vit
 from texter_jax.models.registry import config_to_dict

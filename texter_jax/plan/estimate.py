@@ -32,10 +32,10 @@ class Cost:
         """Roofline time: the slower of compute and memory traffic."""
         return max(self.flops / peak_flops, self.bytes / bandwidth)
 
-    def __add__(self, other: "Cost") -> "Cost":
+    def __add__(self, other: Cost) -> Cost:
         return Cost(self.flops + other.flops, self.bytes + other.bytes)
 
-    def scaled(self, k: float) -> "Cost":
+    def scaled(self, k: float) -> Cost:
         return Cost(self.flops * k, self.bytes * k)
 
 

@@ -3,8 +3,9 @@
 An op inside a loop runs once per iteration. XLA's text names each computation, and a
 ``while`` names its condition and body; a loop from ``lax.scan`` / ``fori_loop`` counts
 from 0 and its condition compares the counter with a constant (``direction=LT``), which
-gives its trip count (XLA:CPU also writes it out as ``known_trip_count``). :func:`executions` multiplies through nested loops, so "host
-transfers per run" and "collectives per run" are read from the program itself.
+gives its trip count (XLA:CPU also writes it out as ``known_trip_count``).
+:func:`executions` multiplies through nested loops, so "host transfers per run" and
+"collectives per run" are read from the program itself.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ _FUSED = re.compile(r"ROOT .*fusion\(%?([\w.\-]+),\s*%?([\w.\-]+)\).*calls=%?([\
 _KNOWN = re.compile(r'"known_trip_count":\{"n":"(\d+)"\}')
 # A host round trip: a host send/recv (TPU, GPU) or a host-callback custom call (CPU).
 HOST_TRANSFER = r"\b(?:send|recv)\(.*is_host_transfer=true|custom_call_target=\"[^\"]*callback"
-COLLECTIVE = r"\b(?:all-gather|all-reduce|collective-permute|all-to-all|reduce-scatter)(?:-start)?\("
+COLLECTIVE = (r"\b(?:all-gather|all-reduce|collective-permute|all-to-all|reduce-scatter)"
+              r"(?:-start)?\(")
 
 
 def computations(hlo: str) -> tuple[dict[str, list[str]], str | None]:

@@ -20,8 +20,13 @@ import jax.numpy as jnp
 from texter_jax.aligner import Aligner
 from texter_jax.batching import Placement
 from texter_jax.config import ExplainConfig
-from texter_jax.emphasis import (features_objective, logits_objective, maco_batch_program,
-                                 sae_objective, spectrum_shape)
+from texter_jax.emphasis import (
+    features_objective,
+    logits_objective,
+    maco_batch_program,
+    sae_objective,
+    spectrum_shape,
+)
 from texter_jax.plan import hlo as hlo_text
 from texter_jax.programs import retrieve_program, stage1_program, stage3_program
 from texter_jax.sae import Sae, SaeConfig, init_sae, sae_encode

@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
+from collections.abc import Iterable
+from itertools import pairwise
 from pathlib import Path
-from typing import Iterable
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 
@@ -38,7 +39,7 @@ def train_merges(corpus: Iterable[str], n_merges: int) -> list[tuple[str, str]]:
     for _ in range(n_merges):
         pairs: Counter = Counter()
         for w, s in seqs.items():
-            for p in zip(s, s[1:]):
+            for p in pairwise(s):
                 pairs[p] += words[w]
         if not pairs:
             break

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -74,7 +75,7 @@ class ClipTokenizer:
 
     @classmethod
     def from_dir(cls, path: str | os.PathLike, *, context_length: int | None = None,
-                 vocab_size: int | None = None) -> "ClipTokenizer":
+                 vocab_size: int | None = None) -> ClipTokenizer:
         """Loads ``vocab.json`` + ``merges.txt`` (or ``tokenizer.json``) from ``path``.
 
         Args:
