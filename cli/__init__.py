@@ -1,6 +1,7 @@
-"""The apps floor: the ``texter`` command line and the dispatch between file formats.
+"""The top floor: the ``texter`` command line.
 
-Everything argparse-shaped and every choice between file formats (a release ``.pth`` or
-one of our folders) lives here or in the other app packages beside it (``converters/``,
-``train/``, ``eval/``). They import the library, ``texter_jax/``, never the reverse.
+Everything argparse-shaped lives here; each subcommand parses its flags (their defaults
+read from the config dataclasses) and calls the floors below: the core
+(:mod:`texter_jax`), :mod:`texter_jax.converters`, :mod:`texter_jax.train`,
+:mod:`texter_jax.eval` and :mod:`texter_jax.world`. Nothing below imports this package.
 """

@@ -9,8 +9,8 @@ The names users call, in one place (the optax pattern)::
     session = tj.load_session("classifier/", "clip/", "aligner/", "sae_run/")
     ex = session.explain(images, tj.image_keys(0, range(len(images))), tj.ExplainConfig())
 
-They are resolved on first use (PEP 562) rather than imported here, because the apps
-floor's ``texter --help`` imports small modules of this package and must not pay for
+They are resolved on first use (PEP 562) rather than imported here, because the command
+line's ``texter --help`` imports small modules of this package and must not pay for
 JAX; ``import texter_jax.explain`` and the like work as usual. Type checkers and IDEs
 read the same names from the ``if TYPE_CHECKING:`` imports below, one import path each.
 """

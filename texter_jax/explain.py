@@ -61,9 +61,9 @@ __all__ = [
     "text_to_concept_embed_batch", "text_to_concept_embeddings",
 ]
 
-# ``fold_in`` tags of an image's key: what each random stream of its explanation derives
-# from. "another_seed" is a whole second stream (the seed floor of the sanity checks):
-# fold it into the image keys first, then explain as usual.
+#: ``fold_in`` tags of an image's key: what each random stream of its explanation derives
+#: from. "another_seed" is a whole second stream (the seed floor of the sanity checks):
+#: fold it into the image keys first, then explain as usual.
 KEY_TAGS = {"maco": 0, "crops": 1, "random_units": 2, "another_seed": 3}
 
 

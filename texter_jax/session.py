@@ -232,8 +232,9 @@ def load(classifier: str | os.PathLike, clip: str | os.PathLike,
          load_sae: Callable[[str | os.PathLike], Sae] = sae_io.load_sae) -> Session:
     """A :class:`Session` from files: converted model folders for the classifier and the
     CLIP, an aligner and an SAE (our folders by default; ``load_aligner`` / ``load_sae``
-    read other forms, e.g. the apps floor's dispatch to the release's ``.pth``), a class
-    index file and a text-cache folder (None: no on-disk cache)."""
+    read other forms, as :func:`texter_jax.converters.artifacts.load_session` does for the
+    release's ``.pth``), a class index file and a text-cache folder (None: no on-disk
+    cache)."""
     clf, cvars = load_model(classifier)
     if not isinstance(clf, ClassifierLike):
         raise SessionError(f"{classifier} holds a {getattr(clf, 'family', type(clf).__name__)}"
