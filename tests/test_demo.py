@@ -71,7 +71,7 @@ def test_report_and_results(demo):
         assert np.isfinite(stack["sae"]["r2"]) and stack["sae"]["l0"] > 0
 
 
-def test_explanations_are_real_and_reproducible(demo):
+def test_explanations_are_real(demo):
     cfg, out, _ = demo
     cache = out / "cache" / "explanations"
     first = {p.name: dict(np.load(p)) for p in cache.glob("*.npz")}
@@ -84,14 +84,6 @@ def test_explanations_are_real_and_reproducible(demo):
             img = rec["concept_image"]
             assert img.shape[1:] == (cfg.canvas, cfg.canvas, 3)
             assert img.std() > 0.01 and rec["transparency"].max() > 0
-    # recompute every explanation from scratch with the same seed: identical numbers
-    shutil.rmtree(cache)
-    WorldDemo(cfg, log=lambda s: None).run()
-    second = {p.name: dict(np.load(p)) for p in cache.glob("*.npz")}
-    assert second.keys() == first.keys()
-    for name in first:
-        for k in first[name]:
-            np.testing.assert_array_equal(first[name][k], second[name][k], err_msg=name + k)
 
 
 def test_demo_page(demo, tmp_path):
@@ -118,17 +110,27 @@ def test_demo_page(demo, tmp_path):
     assert len(shown) == hits and all(c["hit"] == "1" for c in shown)
 
 
-def test_bf16_rows_next_to_float32(demo, tmp_path):
-    """--bf16 adds TEXTER with a bfloat16 MACO pass on the same images (the trained
-    models come from the cache), reported beside float32: same predictions and units
-    (stage 1 stays float32), other concept images."""
+def test_rerun_is_identical_and_bf16_rows_sit_next_to_float32(demo, tmp_path):
+    """A second run with the same seed and no cached explanations (the trained models come
+    from the cache) recomputes every explanation to identical numbers; its --bf16 adds
+    TEXTER with a bfloat16 MACO pass on the same images, reported beside float32: same
+    predictions and units (stage 1 stays float32), other concept images."""
     import dataclasses
 
     cfg, out, _ = demo
     again = tmp_path / "demo_bf16"
     shutil.copytree(out, again)
+    shutil.rmtree(again / "cache" / "explanations")
     report = WorldDemo(dataclasses.replace(cfg, out=str(again), bf16=True),
                        log=lambda s: None).run()
+    first = {p.name: dict(np.load(p)) for p in (out / "cache" / "explanations").glob("*.npz")}
+    second = {p.name: dict(np.load(p))
+              for p in (again / "cache" / "explanations").glob("*.npz")
+              if "_texter-bf16_" not in p.name}
+    assert second.keys() == first.keys()
+    for name in first:
+        for k in first[name]:
+            np.testing.assert_array_equal(first[name][k], second[name][k], err_msg=name + k)
     assert "## bfloat16 against float32" in report.read_text()
     res = json.loads((again / "results.json").read_text())
     before = json.loads((out / "results.json").read_text())
