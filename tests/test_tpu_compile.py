@@ -4,7 +4,8 @@ host of the 4-host v5e:4x4, as ``explain`` splits them. Checked on the compiled
 programs: no host transfer and no collective in any of them; with progress on, MACO
 talks to the host ceil(steps / N) times per run; per-chip memory at 4 chips x b equals
 one chip's at b (the batch really splits); MACO's cost model grows linearly with its
-written-out steps; the SAE's training step compiles data parallel."""
+written-out steps; the SAE's training steps (release, AuxK, BatchTopK) compile data
+parallel."""
 
 import importlib.util
 import math
@@ -133,12 +134,14 @@ def test_plan_estimates_from_the_compiled_programs(target, plan):
     assert plan.seconds / 2 >= max(per.flops / chip.bf16_flops, per.bytes / chip.hbm_bytes_per_s)
 
 
-def test_sae_training_step_compiles_data_parallel(any_target):
-    target = any_target
+def _lowered_sae_step(target, aux=None, batch_topk=False):
+    """The SAE training step (64 -> 512 latents, k = 32, 256 rows per device) lowered for
+    ``target``'s whole slice: every host's devices add their gradients."""
     import jax.numpy as jnp
 
     from texter_jax.plan import facts
     from texter_jax.sae import SaeConfig, init_sae
+    from texter_jax.train.sae_step import aux_state, batch_topk_state
     from texter_jax.train.sae_train import (
         SaeTrainConfig,
         _zero_acc,
@@ -151,22 +154,45 @@ def test_sae_training_step_compiles_data_parallel(any_target):
 
     def fresh():
         params = init_sae(jax.random.key(0), cfg)
-        return {"params": params, "opt_state": tx.init(params), "acc": _zero_acc(512),
-                "rng": jax.random.key_data(jax.random.key(0))}
+        state = {"params": params, "opt_state": tx.init(params), "acc": _zero_acc(512),
+                 "rng": jax.random.key_data(jax.random.key(0))}
+        if aux is not None:
+            state.update(aux_state(512))
+        if batch_topk:
+            state.update(batch_topk_state())
+        return state
 
-    # training spans the whole slice (every host's devices add their gradients)
     placement = target.slice_placement
     rep = placement.replicated
     state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep),
                          jax.eval_shape(fresh))
     x = jax.ShapeDtypeStruct((placement.n_devices * 256, 64), jnp.float32,
                              sharding=placement.batch)
-    step = make_train_step(tx, cfg.top_k, placement)
-    f = facts("sae_step", 256, step.program.lower(state, x))
+    step = make_train_step(tx, cfg.top_k, placement, aux, batch_topk)
+    return facts("sae_step", 256, step.program.lower(state, x))
+
+
+def test_sae_training_step_compiles_data_parallel(any_target):
+    f = _lowered_sae_step(any_target)
     # data parallel: the gradient and metric sums are the only collectives
     assert f.collectives["all-reduce"] >= 1
     assert not any(v for k, v in f.collectives.items() if k != "all-reduce")
     assert f.host_transfers == 0
+
+
+@pytest.mark.parametrize("variant", ["auxk", "batchtopk"])
+def test_auxk_and_batchtopk_steps_compile_data_parallel(target, variant):
+    """The AuxK and BatchTopK steps compile for the slice too: AuxK adds no collective
+    (its dead-latent counters are updated from the all-reduced firing mask); BatchTopK
+    adds exactly the one all-gather of each device's top codes for the global
+    threshold."""
+    from texter_jax.train.sae_step import AuxK
+
+    aux = AuxK(k_aux=64, dead_after=1024) if variant == "auxk" else None
+    f = _lowered_sae_step(target, aux=aux, batch_topk=variant == "batchtopk")
+    assert f.collectives["all-reduce"] >= 1 and f.host_transfers == 0
+    others = {k: v for k, v in f.collectives.items() if k != "all-reduce" and v}
+    assert others == ({} if variant == "auxk" else {"all-gather": 1}), others
 
 
 def test_maco_image_uses_dense_dft_on_tpu_and_the_fft_on_cpu(target):
