@@ -15,8 +15,9 @@ JAX; ``import texter_jax.explain`` and the like work as usual. Type checkers and
 read the same names from the ``if TYPE_CHECKING:`` imports below, one import path each.
 """
 
-import importlib
 from typing import TYPE_CHECKING
+
+from texter_jax.lazy_exports import lazy_exports
 
 __version__ = "0.1.0"  # the package version (pyproject.toml reads it from here)
 
@@ -117,14 +118,4 @@ if TYPE_CHECKING:
     from texter_jax.unit_scores import unit_contributions as unit_contributions
 
 
-def __getattr__(name):
-    if name in _WHERE:
-        module, attr = _WHERE[name]
-        value = getattr(importlib.import_module(f"{__name__}.{module}"), attr)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _WHERE)

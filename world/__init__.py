@@ -20,7 +20,7 @@ part of the scene can be seen up close, and scenes can be mosaics of several ren
 sharing one value.
 """
 
-import importlib
+from texter_jax.lazy_exports import lazy_exports
 
 # module -> the public names it defines (resolved on first use, so `texter demo --help`
 # and the demo's settings import without JAX). No name is also a submodule's: importing
@@ -40,17 +40,8 @@ _EXPORTS = {
     "mosaics": ("Mosaics", "mosaic_visible", "render_mosaics", "sample_mosaics"),
     "views": ("sample_views", "visible_attributes"),
 }
-_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+_WHERE = {name: (module, name) for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_WHERE)
 
 
-def __getattr__(name):
-    if name in _WHERE:
-        value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _WHERE)
