@@ -69,6 +69,8 @@ def main() -> None:
     ap.add_argument("--label", default="", help="comma list, one per file")
     args = ap.parse_args()
     labels = args.label.split(",") if args.label else [""] * len(args.files)
+    if len(labels) != len(args.files):
+        ap.error(f"--label has {len(labels)} labels for {len(args.files)} files")
     for path, label in zip(args.files, labels, strict=True):
         rows = json.loads(open(path).read())
         print("\n".join(table(rows, label)))

@@ -74,7 +74,8 @@ def plot_distributions(path: str | os.PathLike, records: Sequence[dict],
     cols = min(4, len(metrics))
     rows = -(-len(metrics) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.0 * rows), squeeze=False)
-    for ax, k in zip(axes.flat, metrics, strict=True):
+    # the grid may hold more axes than metrics: the spare ones are left out below
+    for ax, k in zip(axes.flat, metrics, strict=False):
         data, names = [], []
         for m in methods:
             v = [r["metrics"][k] for r in records
