@@ -48,6 +48,13 @@ def test_report_and_results(demo):
             assert set(ctl["per_value"]) == set(values)
             assert np.mean(list(ctl["per_value"].values())) == pytest.approx(
                 ctl["values"]["hit@3"]["rate"])
+        # diagnostics: the value read on (a), the world CLIP on the same crops and on
+        # the whole images
+        assert ctl["tiled_value_read"]["n"] == cfg.explain_images
+        for kind in ("clip_tiled", "clip_whole"):
+            assert ctl[kind]["hit@3"]["n"] == cfg.explain_images
+            assert 0 <= ctl[kind]["hit@1"]["rate"] <= ctl[kind]["hit@3"]["rate"] <= 1
+        assert (ctl["clip_values"] is None) == (ctl["values"] is None)
         assert ctl["passed"] == (ctl["values"] is not None and min(
             ctl["tiled"]["hit@3"]["rate"], ctl["values"]["hit@3"]["rate"]) >= 0.8)
         acc = res["classifier_accuracy"][name]
@@ -65,7 +72,7 @@ def test_report_and_results(demo):
         assert f"- **{name}** (decides on {res['critical'][name]})" in plain
         assert verdict in plain.split(f"- **{name}**")[1].split("\n")[0]
     assert text.index("## In plain words") < text.index("## Reader controls") < text.index(
-        "## Hit rates")
+        "### Where a control fails") < text.index("## Hit rates")
     for stack in res["stack"].values():
         assert np.isfinite(stack["aligner"]["holdout_r2"])
         assert np.isfinite(stack["sae"]["r2"]) and stack["sae"]["l0"] > 0

@@ -134,6 +134,12 @@ def test_crop_labels_class_logit_ablation_and_whole_canvas():
     full = jax.image.resize(blended, (3, SIZE, SIZE, 3), "linear", antialias=True)
     np.testing.assert_allclose(whole.crop_embeddings[:, 2],
                                align(al.w, al.b, clf.features(v, full)), atol=1e-4)
+    # crop_views: the very views the reader reads (so another model can read them too)
+    views = mapping.crop_views(map_keys, blended, n_crops=2, size=SIZE, whole=True)
+    assert views.shape == (3, 3, SIZE, SIZE, 3)
+    z = clf.features(v, views.reshape((9, SIZE, SIZE, 3)))
+    np.testing.assert_allclose(align(al.w, al.b, z).reshape(3, 3, -1), whole.crop_embeddings,
+                               atol=1e-4)
     with pytest.raises(ValueError, match="objective"):
         ExplainConfig(objective="logits")
 

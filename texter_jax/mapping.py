@@ -128,6 +128,30 @@ def random_crops(key: PRNGKey, image: Array, n: int = NUM_CROPS,
                                side_range=CROP_SIDE_RANGE, noise=0.0, clip=True)
 
 
+def crop_views(keys: PRNGKey, canvases: Array, *, n_crops: int = NUM_CROPS,
+               size: int = CROP_SIZE, whole: bool = False) -> Array:
+    """The views stage 3 reads of each canvas: :func:`random_crops` per key.
+
+    Args:
+      keys: [B] PRNG keys (crop boxes).
+      canvases: float [B, S, S, 3].
+      n_crops: C, crops per canvas; size: their side in pixels.
+      whole: also the whole canvas, resized, as one more view (appended last).
+
+    Returns:
+      float [B, C', size, size, 3], C' = C (+ 1 with ``whole``). The same keys give the
+      same views, so any other model can read exactly the crops the classifier reads.
+    """
+    def views(k, img):
+        crops = random_crops(k, img, n_crops, size)  # [C, size, size, 3]
+        if whole:
+            full = _crops.crop_and_resize(img, jnp.array([[0.5, 0.5, 1.0]], jnp.float32), size)
+            crops = jnp.concatenate([crops, full.astype(crops.dtype)])
+        return crops
+
+    return jax.vmap(views)(keys, canvases)
+
+
 def read_canvases(classifier, variables, w: Array, b: Array, keys: PRNGKey, canvases: Array,
                   *, n_crops: int = NUM_CROPS, whole: bool = False) -> tuple[Array, Array]:
     """Stage 3's reader: random crops of each canvas -> classifier -> aligner.
@@ -151,15 +175,7 @@ def read_canvases(classifier, variables, w: Array, b: Array, keys: PRNGKey, canv
     """
     size = classifier.image_size
     n = canvases.shape[0]
-
-    def views(k, img):
-        crops = random_crops(k, img, n_crops, size)  # [C, size, size, 3]
-        if whole:
-            full = _crops.crop_and_resize(img, jnp.array([[0.5, 0.5, 1.0]], jnp.float32), size)
-            crops = jnp.concatenate([crops, full.astype(crops.dtype)])
-        return crops
-
-    x = jax.vmap(views)(keys, canvases)
+    x = crop_views(keys, canvases, n_crops=n_crops, size=size, whole=whole)
     c = x.shape[1]
     z = classifier.features(variables, x.reshape((n * c, size, size, 3)))
     logits = classifier.head(variables, z)

@@ -131,7 +131,7 @@ class WorldDemo:
             controls = reader_controls(clf, variables, aligner, text_emb, phrases, meaning,
                                        ex_images, truths, critical, canvas=c.canvas,
                                        n_crops=c.map_crops, per_value=c.control_canvases,
-                                       seed=c.seed)
+                                       seed=c.seed, clip=clip, clip_vars=clip_vars)
             self.timings[f"reader controls {name}"] = time.perf_counter() - t
             expl = explain_world(c, self.cache, name, session, text_emb, ex_images, stack_key,
                                  magnitude, spectrum_id, methods=c.methods(), bar=self._bar,

@@ -15,6 +15,15 @@ Each is scored like an explanation: hit@k against the (attribute, value) it show
 first control (a), the image upsampled to the canvas, is still read as a diagnostic
 (``upsampled``), never as a gate: its crops show part of the object and miss the badge
 by construction.
+
+Three more diagnostics say *where* a failing control fails, none of them a gate:
+
+* the value read: on (a), whether the reader's best phrase among the critical
+  attribute's values names the right one (it can read the value, other attributes aside);
+* the world CLIP on the very same crops (:func:`texter_jax.mapping.crop_views` with the
+  same keys), for (a) and (b): what the aligner's target itself names there;
+* the world CLIP on the whole, plain images: how highly CLIP ranks the critical
+  attribute among everything an image shows, with nothing cut or rescaled.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ from texter_jax import mapping
 from texter_jax.eval.metrics.hits import hit_table, mean_ci
 from texter_jax.explain import image_keys, read_canvases_jit
 from texter_jax.world.attributes import DISCRETE
+from texter_jax.world.clip_eval import embed_images
 from texter_jax.world.controls import CONTROLLED, tiled_inputs, upsampled_inputs, value_canvases
 
 # The reader passes a control at this hit@3.
@@ -48,6 +58,50 @@ def read_scores(classifier, variables, aligner, text_emb, canvases: np.ndarray, 
     return np.concatenate(out)
 
 
+def clip_read_scores(clip, clip_vars, text_emb, canvases: np.ndarray, *, n_crops: int,
+                     size: int, seed: int, batch: int = 16) -> np.ndarray:
+    """Concept scores float32 [N, T] of the world CLIP itself on exactly the crops
+    :func:`read_scores` reads with the same ``seed`` (N canvases [N, S, S, 3])."""
+    out = []
+    for s in range(0, len(canvases), batch):
+        x = jnp.asarray(canvases[s:s + batch])
+        views = mapping.crop_views(image_keys(seed, range(s, s + len(x))), x,
+                                   n_crops=n_crops, size=size)
+        b, c = views.shape[:2]
+        emb = embed_images(clip, clip_vars, np.asarray(views).reshape(b * c, size, size, 3))
+        out.append(np.asarray(mapping.retrieve(jnp.asarray(emb.reshape(b, c, -1)),
+                                               jnp.asarray(text_emb))))
+    return np.concatenate(out)
+
+
+def value_read(scores: np.ndarray, phrases: Sequence[str], meaning, truths: Sequence,
+               attribute: str, *, seed: int) -> dict[str, float]:
+    """Whether the best-scoring phrase *among one attribute's values* names the truth.
+
+    Args:
+      scores: float [N, T], one score per phrase of ``phrases``.
+      meaning: phrase -> (attribute, value); truths: N tuples of (attribute, value).
+      attribute: the attribute read (its other phrases and all other attributes ignored).
+
+    Returns:
+      ``{"rate", "low", "high", "n"}`` over the N rows (bootstrap 95 % CI).
+
+    >>> s = np.array([[0.9, 0.2, 0.5], [0.9, 0.6, 0.1]])
+    >>> m = {"grass": ("background", "grass"), "star": ("shape", "star"),
+    ...      "circle": ("shape", "circle")}
+    >>> t = [(("shape", "circle"),), (("shape", "circle"),)]
+    >>> value_read(s, ["grass", "star", "circle"], m, t, "shape", seed=0)["rate"]
+    0.5
+    """
+    cols = [j for j, p in enumerate(phrases) if meaning.get(p, ("",))[0] == attribute]
+    if not cols:
+        raise ValueError(f"no phrase of the concept bank names a {attribute!r} value")
+    scores = np.asarray(scores)
+    best = [meaning[phrases[cols[int(k)]]][1] for k in np.argmax(scores[:, cols], axis=1)]
+    right = [dict(t).get(attribute) == b for t, b in zip(truths, best, strict=True)]
+    return mean_ci(np.asarray(right, np.float64), seed=seed)
+
+
 def _rankings(scores: np.ndarray, phrases: Sequence[str]) -> list[list[str]]:
     order = np.argsort(-scores, axis=1, kind="stable")
     return [[phrases[j] for j in row] for row in order]
@@ -55,28 +109,46 @@ def _rankings(scores: np.ndarray, phrases: Sequence[str]) -> list[list[str]]:
 
 def reader_controls(classifier, variables, aligner, text_emb, phrases: Sequence[str],
                     meaning, images: np.ndarray, truths: Sequence, critical: str, *,
-                    canvas: int, n_crops: int, per_value: int, seed: int) -> dict[str, Any]:
-    """Both reader controls for one classifier.
+                    canvas: int, n_crops: int, per_value: int, seed: int,
+                    clip=None, clip_vars=None) -> dict[str, Any]:
+    """Both reader controls for one classifier, and the diagnostics of the module doc.
 
     Args:
       images: the explained images [N, H, W, 3]; truths: their truth tuples.
       critical: the classifier's measured critical attribute.
       canvas, n_crops: stage 3's canvas side and crop count.
       per_value: value canvases per value of ``critical``.
+      clip, clip_vars: the world CLIP, for the CLIP diagnostics (left out without them).
 
     Returns:
       ``{"tiled": hit table (control a), "upsampled": hit table (diagnostic), "values":
       hit table or None (no value canvas for this attribute), "per_value": {value: hit@3
-      rate}, "top3_tiled": [...], "top3_upsampled": [...]}``.
+      rate}, "top3_tiled": [...], "top3_upsampled": [...], "tiled_value_read": rate and
+      CI}``, with a CLIP: ``"clip_tiled"``, ``"clip_whole"`` and ``"clip_values"`` (hit
+      tables, the last None without value canvases).
     """
     out: dict[str, Any] = {"values": None, "per_value": {}}
-    for name, canvases in (("tiled", tiled_inputs(images, canvas, seed=[seed, 3])),
-                           ("upsampled", upsampled_inputs(images, canvas))):
+    tiled = tiled_inputs(images, canvas, seed=[seed, 3])
+    for name, canvases in (("tiled", tiled), ("upsampled", upsampled_inputs(images, canvas))):
         scores = read_scores(classifier, variables, aligner, text_emb, canvases,
                              n_crops=n_crops, seed=seed + 1)
         ranks = _rankings(scores, phrases)
         out[name] = hit_table(ranks, truths, meaning, ks=(1, 3), seed=seed)
         out[f"top3_{name}"] = [r[:3] for r in ranks]
+        if name == "tiled":
+            out["tiled_value_read"] = value_read(scores, phrases, meaning, truths, critical,
+                                                 seed=seed)
+    size = classifier.image_size
+    if clip is not None:
+        crops = clip_read_scores(clip, clip_vars, text_emb, tiled, n_crops=n_crops,
+                                 size=size, seed=seed + 1)
+        out["clip_tiled"] = hit_table(_rankings(crops, phrases), truths, meaning, ks=(1, 3),
+                                      seed=seed)
+        whole = mapping.retrieve(jnp.asarray(embed_images(clip, clip_vars, images))[:, None],
+                                 jnp.asarray(text_emb))
+        out["clip_whole"] = hit_table(_rankings(np.asarray(whole), phrases), truths, meaning,
+                                      ks=(1, 3), seed=seed)
+        out["clip_values"] = None
     if critical not in CONTROLLED:
         return out
     canvases, value_truths, names = [], [], []
@@ -84,10 +156,16 @@ def reader_controls(classifier, variables, aligner, text_emb, phrases: Sequence[
         canvases.append(value_canvases(critical, v, per_value, canvas, seed=[seed, v]))
         value_truths += [((critical, value),)] * per_value
         names += [value] * per_value
-    scores = read_scores(classifier, variables, aligner, text_emb, np.concatenate(canvases),
+    canvases = np.concatenate(canvases)
+    scores = read_scores(classifier, variables, aligner, text_emb, canvases,
                          n_crops=n_crops, seed=seed + 2)
     ranks = _rankings(scores, phrases)
     out["values"] = hit_table(ranks, value_truths, meaning, ks=(1, 3), seed=seed)
+    if clip is not None:
+        crops = clip_read_scores(clip, clip_vars, text_emb, canvases, n_crops=n_crops,
+                                 size=size, seed=seed + 2)
+        out["clip_values"] = hit_table(_rankings(crops, phrases), value_truths, meaning,
+                                       ks=(1, 3), seed=seed)
     hit3 = np.array([any(meaning.get(p) in t for p in r[:3])
                      for r, t in zip(ranks, value_truths, strict=True)])
     names = np.array(names)

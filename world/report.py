@@ -51,7 +51,52 @@ def _plain_words(results: dict) -> list[str]:
         else:
             lines.append(f"- **{name}** (decides on {crit}): controls **failed** (tiled "
                          f"input {tiled:.2f}, value canvases {vals}; bar {CONTROL_BAR}), so "
-                         f"this row is not a measurement of TEXTER: {said}.")
+                         f"this row is not a measurement of TEXTER: {said}."
+                         + _why_failed(ctl, crit))
+    return lines + [""]
+
+
+def _why_failed(ctl: dict, crit: str) -> str:
+    """Where the failing controls fail, from their diagnostics ("" without them)."""
+    if "clip_tiled" not in ctl:
+        return ""
+    out = ""
+    if ctl["tiled"]["hit@3"]["rate"] < CONTROL_BAR:
+        out += (f" On the tiled inputs the reader picks the right {crit} among the {crit} "
+                f"values in {ctl['tiled_value_read']['rate']:.2f} of images, but other "
+                f"attributes outrank it; the world CLIP itself has the {crit} in its top 3 "
+                f"on {ctl['clip_tiled']['hit@3']['rate']:.2f} of the same crops and on "
+                f"{ctl['clip_whole']['hit@3']['rate']:.2f} of the whole images.")
+    if ctl["values"] is not None and ctl["values"]["hit@3"]["rate"] < CONTROL_BAR:
+        low = [v for v, x in ctl["per_value"].items() if x < CONTROL_BAR]
+        out += (f" On the value canvases the world CLIP itself reaches "
+                f"{ctl['clip_values']['hit@3']['rate']:.2f} on the same crops; the reader "
+                f"misses most on {', '.join(low)}.")
+    return out
+
+
+def _why_section(results: dict) -> list[str]:
+    """Diagnostics of the controls: which part of the reader fails (none is a gate)."""
+    if not all("clip_tiled" in r["controls"] for r in results.values()):
+        return []
+    lines = ["### Where a control fails (diagnostics)", "",
+             "The same crops read three more ways: the reader's best phrase among the "
+             "critical attribute's values only (can it read the value at all?), and the "
+             "world CLIP itself, the aligner's target, on the very same crops and on the "
+             "whole, plain images (how highly CLIP ranks that attribute among everything an "
+             "image shows). All hit@3 but the value read.", "",
+             "| classifier | (a) reader | (a) value read | (a) world CLIP, same crops | "
+             "world CLIP, whole images | (b) reader | (b) world CLIP, same crops |",
+             "|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        ctl = r["controls"]
+        b = ctl["values"]
+        b_clip = ctl["clip_values"]
+        lines.append(f"| {name} | {_ci(ctl['tiled']['hit@3'])} | "
+                     f"{_ci(ctl['tiled_value_read'])} | {_ci(ctl['clip_tiled']['hit@3'])} | "
+                     f"{_ci(ctl['clip_whole']['hit@3'])} | "
+                     f"{_ci(b['hit@3']) if b else '-'} | "
+                     f"{_ci(b_clip['hit@3']) if b_clip else '-'} |")
     return lines + [""]
 
 
@@ -91,7 +136,8 @@ def _controls_section(results: dict) -> list[str]:
                 failed.append(f"(b) value canvases at hit@3 {vals['hit@3']['rate']:.2f}")
             verdicts.append(f"- **{name}: TEXTER's row cannot be interpreted**: the reader "
                             f"fails " + " and ".join(failed) + f" (bar {CONTROL_BAR}).")
-    return lines + [""] + (verdicts or ["All reader controls passed."]) + [""]
+    return (lines + [""] + (verdicts or ["All reader controls passed."]) + [""]
+            + _why_section(results))
 
 
 def _hits_section(results: dict) -> list[str]:
@@ -200,8 +246,9 @@ def write_report(out: Path, cfg, results: dict, clip_metrics: dict, timings: dic
         "hits": {n: {m: v["hits"] for m, v in r["methods"].items()} for n, r in results.items()},
         "class_consistency": {n: {m: v["class_consistency"] for m, v in r["methods"].items()
                                   if "class_consistency" in v} for n, r in results.items()},
-        "controls": {n: {k: r["controls"][k] for k in ("tiled", "upsampled", "values",
-                                                       "per_value")}
+        "controls": {n: {k: r["controls"][k] for k in (
+            "tiled", "upsampled", "values", "per_value", "tiled_value_read", "clip_tiled",
+            "clip_whole", "clip_values") if k in r["controls"]}
                      | {"passed": control_passed(r["controls"])} for n, r in results.items()},
         "clip_zero_shot": clip_metrics.get("zero_shot", {}),
         "clip_zero_shot_views": clip_metrics.get("zero_shot_views", {}),
