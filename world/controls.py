@@ -10,11 +10,13 @@ the same crops:
   the whole input once, cut across tiles, at the scale the crops read concept images
   (the world's models see such views as mosaics, :mod:`texter_jax.world.mosaics`);
 * :func:`value_canvases` - for one value of one attribute, a canvas that shows that
-  value, and no other constant value, at the scale the crops see: a flat field of a
-  colour; a background's texture with a crop spanning about a whole image of it; a
-  grid of objects of one shape (random colours, patterns, sizes), spaced so that every
-  crop holds a whole one, as in a wide view; a grid of badges of one colour; a grid of
-  close-ups of one pattern.
+  value, and no other constant value, at the scale the crops see: for a colour or a
+  pattern, a grid of close-ups inside objects, a cell per crop (a colour's close-ups carry
+  random patterns, a pattern's random colours: a flat field of colour would also show
+  the "solid" pattern everywhere); a background's texture with a crop
+  spanning about a whole image of it; a grid of objects of one shape (random colours,
+  patterns, sizes), spaced so that every crop holds a whole one, as in a wide view; a
+  grid of badges of one colour.
 
 :func:`upsampled_inputs` (the input upsampled to the canvas) was the first control (a);
 it stays as a diagnostic: a 25-30 % crop of it shows part of the object and misses the
@@ -30,7 +32,6 @@ import jax
 import numpy as np
 
 from texter_jax.world.attributes import (
-    COLOUR_RGB,
     DISCRETE,
     SIZE_RADIUS,
     WorldAttrs,
@@ -138,10 +139,6 @@ def value_canvases(attribute: str, value: int | str, n: int, canvas: int, *,
     out = np.empty((n, canvas, canvas, 3), np.float32)
     for i in range(n):
         s = int(rng.integers(2**31))
-        if attribute == "colour":  # a close-up of the colour: a flat field + pixel noise
-            noise = 0.03 * np.random.default_rng(s).standard_normal((canvas, canvas, 3))
-            out[i] = np.clip(COLOUR_RGB[v] + noise, 0, 1)
-            continue
         if attribute == "background":  # the texture alone, a crop spanning ~one image
             a = _off_view(sample_attributes(s, 1, constraints={"background": v}),
                           objects=False, badges=False)
@@ -156,7 +153,7 @@ def value_canvases(attribute: str, value: int | str, n: int, canvas: int, *,
             cell = 0.6 * crop_px  # a crop always holds a whole object, at wide-view scale
         elif attribute == "badge":
             cell = 0.8 * crop_px  # a crop mostly holds a whole badge, at whole-image scale
-        else:  # pattern: close-ups of objects of that pattern, a cell per crop
+        else:  # pattern, colour: close-ups of objects of that value, a cell per crop
             cell = crop_px
         per_side = int(np.ceil(canvas / cell)) + 1
         p = int(round(cell))
