@@ -16,128 +16,12 @@ import numpy as np
 
 from texter_jax.io.atomic import write_bytes_atomic, write_json_atomic, write_text_atomic
 from texter_jax.mapping import concept_alpha, normalize_concept_image
-from texter_jax.world.reader_controls import CONTROL_BAR, control_passed
+from texter_jax.world.reader_controls import control_passed
+from texter_jax.world.report_controls import ci_text as _ci
+from texter_jax.world.report_controls import controls_section, plain_words
 
 MAIN_METHODS = ("texter", "texter-nosae", "text2concept")
 ABLATION = "texter-logit"
-
-
-def _ci(h: dict) -> str:
-    return f"{h['rate']:.2f} [{h['low']:.2f}, {h['high']:.2f}]"
-
-
-def _plain_words(results: dict) -> list[str]:
-    """The first screen: which rows are measurements of TEXTER, and what they say."""
-    lines = ["## In plain words (read this first)", "",
-             "Every number in this report was measured in this run. A TEXTER hit rate is a "
-             "measurement of TEXTER only for a classifier whose two reader controls pass "
-             f"(hit@3 >= {CONTROL_BAR}): they check that stage 3's reader (crops, "
-             "classifier, aligner, the world's CLIP) names the truth on canvases that "
-             "plainly show it. Where a control fails, the row's numbers are still measured, "
-             "but they may be limits of the reader, not of TEXTER.", ""]
-    for name, r in results.items():
-        crit = r["info"]["critical"]
-        ctl = r["controls"]
-        tiled = ctl["tiled"]["hit@3"]["rate"]
-        vals = "none exists" if ctl["values"] is None else f"{ctl['values']['hit@3']['rate']:.2f}"
-        t1 = r["methods"]["texter"]["hits"]["hit@1"]
-        c1 = r["methods"]["text2concept"]["hits"]["hit@1"]
-        said = (f"TEXTER names the {crit} first in {t1['rate']:.2f} of {t1['n']} images "
-                f"[{t1['low']:.2f}, {t1['high']:.2f}], Text-to-Concept in {c1['rate']:.2f}")
-        if control_passed(ctl):
-            lines.append(f"- **{name}** (decides on {crit}): controls passed (tiled input "
-                         f"{tiled:.2f}, value canvases {vals}), so this row is a "
-                         f"measurement: {said}.")
-        else:
-            lines.append(f"- **{name}** (decides on {crit}): controls **failed** (tiled "
-                         f"input {tiled:.2f}, value canvases {vals}; bar {CONTROL_BAR}), so "
-                         f"this row is not a measurement of TEXTER: {said}."
-                         + _why_failed(ctl, crit))
-    return lines + [""]
-
-
-def _why_failed(ctl: dict, crit: str) -> str:
-    """Where the failing controls fail, from their diagnostics ("" without them)."""
-    if "clip_tiled" not in ctl:
-        return ""
-    out = ""
-    if ctl["tiled"]["hit@3"]["rate"] < CONTROL_BAR:
-        out += (f" On the tiled inputs the reader picks the right {crit} among the {crit} "
-                f"values in {ctl['tiled_value_read']['rate']:.2f} of images, but other "
-                f"attributes outrank it; the world CLIP itself has the {crit} in its top 3 "
-                f"on {ctl['clip_tiled']['hit@3']['rate']:.2f} of the same crops and on "
-                f"{ctl['clip_whole']['hit@3']['rate']:.2f} of the whole images.")
-    if ctl["values"] is not None and ctl["values"]["hit@3"]["rate"] < CONTROL_BAR:
-        low = [v for v, x in ctl["per_value"].items() if x < CONTROL_BAR]
-        out += (f" On the value canvases the world CLIP itself reaches "
-                f"{ctl['clip_values']['hit@3']['rate']:.2f} on the same crops; the reader "
-                f"misses most on {', '.join(low)}.")
-    return out
-
-
-def _why_section(results: dict) -> list[str]:
-    """Diagnostics of the controls: which part of the reader fails (none is a gate)."""
-    if not all("clip_tiled" in r["controls"] for r in results.values()):
-        return []
-    lines = ["### Where a control fails (diagnostics)", "",
-             "The same crops read three more ways: the reader's best phrase among the "
-             "critical attribute's values only (can it read the value at all?), and the "
-             "world CLIP itself, the aligner's target, on the very same crops and on the "
-             "whole, plain images (how highly CLIP ranks that attribute among everything an "
-             "image shows). All hit@3 but the value read.", "",
-             "| classifier | (a) reader | (a) value read | (a) world CLIP, same crops | "
-             "world CLIP, whole images | (b) reader | (b) world CLIP, same crops |",
-             "|---|---|---|---|---|---|---|"]
-    for name, r in results.items():
-        ctl = r["controls"]
-        b = ctl["values"]
-        b_clip = ctl["clip_values"]
-        lines.append(f"| {name} | {_ci(ctl['tiled']['hit@3'])} | "
-                     f"{_ci(ctl['tiled_value_read'])} | {_ci(ctl['clip_tiled']['hit@3'])} | "
-                     f"{_ci(ctl['clip_whole']['hit@3'])} | "
-                     f"{_ci(b['hit@3']) if b else '-'} | "
-                     f"{_ci(b_clip['hit@3']) if b_clip else '-'} |")
-    return lines + [""]
-
-
-def _controls_section(results: dict) -> list[str]:
-    lines = ["## Reader controls", "",
-             "Stage 3 reads random crops of a canvas through the classifier, the aligner and "
-             "the concept bank. The same reader, with no MACO, reads (a) each explained image "
-             "tiled at crop scale over the canvas (each tile the size of a stage-3 crop, the "
-             "grid at a random offset) and (b) for every value of the critical attribute, "
-             "canvases showing only that value at crop scale. A TEXTER row is interpretable "
-             f"only if both reach hit@3 >= {CONTROL_BAR}. The last column, the image "
-             "upsampled to the canvas (the first control (a)), is a diagnostic, not a gate: "
-             "its crops show part of the object and miss the badge by construction.", "",
-             "| classifier | critical attribute | (a) tiled input hit@1 | (a) hit@3 | "
-             "(b) value canvases hit@1 | (b) hit@3 | (b) hit@3 per value | verdict | "
-             "upsampled input hit@3 (diagnostic) |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    verdicts = []
-    for name, r in results.items():
-        ctl = r["controls"]
-        tiled, vals, up = ctl["tiled"], ctl["values"], ctl["upsampled"]
-        crit = r["info"]["critical"]
-        ok = control_passed(ctl)
-        per_value = ", ".join(f"{v} {x:.2f}" for v, x in ctl["per_value"].items()) or "-"
-        b1 = _ci(vals["hit@1"]) if vals else "no control"
-        b3 = _ci(vals["hit@3"]) if vals else "no control"
-        lines.append(f"| {name} | {crit} | {_ci(tiled['hit@1'])} | {_ci(tiled['hit@3'])} | "
-                     f"{b1} | {b3} | {per_value} | {'passed' if ok else '**failed**'} | "
-                     f"{_ci(up['hit@3'])} |")
-        if not ok:
-            failed = []
-            if tiled["hit@3"]["rate"] < CONTROL_BAR:
-                failed.append(f"(a) tiled input at hit@3 {tiled['hit@3']['rate']:.2f}")
-            if vals is None:
-                failed.append(f"(b) no value canvas exists for {crit!r}")
-            elif vals["hit@3"]["rate"] < CONTROL_BAR:
-                failed.append(f"(b) value canvases at hit@3 {vals['hit@3']['rate']:.2f}")
-            verdicts.append(f"- **{name}: TEXTER's row cannot be interpreted**: the reader "
-                            f"fails " + " and ".join(failed) + f" (bar {CONTROL_BAR}).")
-    return (lines + [""] + (verdicts or ["All reader controls passed."]) + [""]
-            + _why_section(results))
 
 
 def _hits_section(results: dict) -> list[str]:
@@ -232,7 +116,7 @@ def write_report(out: Path, cfg, results: dict, clip_metrics: dict, timings: dic
              "probability). An explanation *hits at k* if one of its top-k concepts names "
              "that attribute's value in the image (e.g. \"grass background\"). 95% CIs are "
              "percentile bootstrap over images.", ""]
-    lines += _plain_words(results) + _controls_section(results) + _hits_section(results)
+    lines += plain_words(results) + controls_section(results) + _hits_section(results)
     lines += _diagnostics_section(results) + _bf16_section(results)
     lines += _models_section(results, clip_metrics)
     fig = _figure(out, cfg, results, ex_images)
