@@ -52,7 +52,7 @@ from texter_jax.world.captions import concept_bank
 from texter_jax.world.classifiers import ClassifierTrainConfig, get_or_train_classifiers
 from texter_jax.world.clip_train import ClipTrainConfig, get_or_train_world_clip
 from texter_jax.world.demo_config import DemoConfig
-from texter_jax.world.explain import _cache_key
+from texter_jax.world.explain import explanation_path
 from texter_jax.world.generator import render
 from texter_jax.world.interventions import truth_values
 from texter_jax.world.reader_controls import class_consistency
@@ -160,8 +160,8 @@ def run(args) -> dict:
                           crop_size=clf.image_size)
         cfg = ExplainConfig.preset(c.preset, k_neu=c.k_neu, ig_steps=c.ig_steps, maco=maco,
                                    map_crops=c.map_crops, use_sae=True)
-        cached = dict(np.load(cache / "explanations" / (
-            f"{name}_texter_{_cache_key(c, 'texter', 128, stack_key, spectrum_id)}.npz")))
+        cached = dict(np.load(explanation_path(c, cache, name, "texter", 128, stack_key,
+                                               spectrum_id)))
         ig = functools.partial(stage1, clf, variables, cfg=cfg)
         pred, sae_c = batched(functools.partial(ig, sae=sae), c.batch_size, images)
         mass_images = ex_images[:args.mass_images]

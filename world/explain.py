@@ -33,6 +33,13 @@ def _cache_key(c: DemoConfig, method: str, n: int, stack_key: str, spectrum_id: 
     return stable_hash(key)
 
 
+def explanation_path(c: DemoConfig, cache: Path, name: str, method: str, n: int,
+                     stack_key: str, spectrum_id: str) -> Path:
+    """Where a demo run caches one classifier's explanations by one method (``.npz``)."""
+    return cache / "explanations" / (
+        f"{name}_{method}_{_cache_key(c, method, n, stack_key, spectrum_id)}.npz")
+
+
 def explain_world(c: DemoConfig, cache: Path, name: str, session: Session, text_emb,
                   images, stack_key: str, magnitude, spectrum_id: str, *,
                   methods=METHODS, bar: Callable | None = None,
@@ -46,8 +53,7 @@ def explain_world(c: DemoConfig, cache: Path, name: str, session: Session, text_
                       crop_size=session.classifier.image_size)
     out: dict[str, dict[str, np.ndarray]] = {}
     for method in methods:
-        path = cache / "explanations" / (
-            f"{name}_{method}_{_cache_key(c, method, len(images), stack_key, spectrum_id)}.npz")
+        path = explanation_path(c, cache, name, method, len(images), stack_key, spectrum_id)
         if path.is_file():
             out[method] = dict(np.load(path))
             continue
