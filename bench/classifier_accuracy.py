@@ -5,8 +5,10 @@ Each run trains the chosen world classifiers exactly as ``texter demo`` does
 once with ``extra_mosaics`` 0 (no mosaic views) and once with the default share, for every
 seed given, and records accuracy on ordinary held-out scenes (independent attributes) and
 on held-out mosaics. The two settings of one seed train on the same ordinary images, so
-their difference is paired; reruns of one setting differ too (CPU training is not
-bit-reproducible), which ``--repeats`` measures. Usage::
+their difference is paired. ``--repeats`` reruns a setting: pinned to one core the reruns
+were bit-identical (badge, seed 0, 2026-12-07), while runs on two cores can differ (the
+demo's seed-0 badge classifier: 0.836 and 0.746 in two runs), so the spread over seeds is
+the one to read. Usage::
 
     .venv/bin/python bench/classifier_accuracy.py --classifiers badge --seeds 0 1 2 \\
         --out OUT.json
