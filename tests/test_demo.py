@@ -70,7 +70,13 @@ def test_report_and_results(demo):
     for name, ctl in res["controls"].items():
         verdict = "so this row is a measurement" if ctl["passed"] else "controls **failed**"
         assert f"- **{name}** (decides on {res['critical'][name]})" in plain
-        assert verdict in plain.split(f"- **{name}**")[1].split("\n")[0]
+        line = plain.split(f"- **{name}**")[1].split("\n")[0]
+        assert verdict in line
+        # a failing control says where the reader fails, with the diagnostics' numbers
+        if ctl["tiled"]["hit@3"]["rate"] < 0.8:
+            assert f"in {ctl['tiled_value_read']['rate']:.2f} of images" in line
+        if ctl["values"] is not None and ctl["values"]["hit@3"]["rate"] < 0.8:
+            assert f"reaches {ctl['clip_values']['hit@3']['rate']:.2f} on the same" in line
     assert text.index("## In plain words") < text.index("## Reader controls") < text.index(
         "### Where a control fails") < text.index("## Hit rates")
     for stack in res["stack"].values():
