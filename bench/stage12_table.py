@@ -47,13 +47,12 @@ from texter_jax.programs import stage3_program
 from texter_jax.sae import sae_encode
 from texter_jax.session import Session
 from texter_jax.stages import contributions, predict
-from texter_jax.world.attributes import sample_attributes
 from texter_jax.world.captions import concept_bank
 from texter_jax.world.classifiers import ClassifierTrainConfig, get_or_train_classifiers
 from texter_jax.world.clip_train import ClipTrainConfig, get_or_train_world_clip
+from texter_jax.world.demo import explained_images
 from texter_jax.world.demo_config import DemoConfig
 from texter_jax.world.explain import explanation_path
-from texter_jax.world.generator import render
 from texter_jax.world.interventions import truth_values
 from texter_jax.world.reader_controls import class_consistency
 from texter_jax.world.stack import world_magnitude, world_stack
@@ -141,9 +140,7 @@ def run(args) -> dict:
     phrases, meaning = concept_bank()
     text_emb = np.asarray(clip.encode_text(clip_vars, clip.tokenize(phrases)))
     magnitude, spectrum_id = world_magnitude(c, cache)
-    ex_seed = seed + 9_000_011
-    ex_attrs = sample_attributes(ex_seed, c.explain_images)
-    ex_images = render(ex_attrs, ex_seed, image_size=c.image_size) / np.float32(255)
+    ex_attrs, ex_images = explained_images(c)
     images, keys = ex_images[:n], image_keys(seed, range(n))
     demo = json.loads((run_dir / "results.json").read_text())
     out = {"run_dir": str(run_dir), "seed": seed, "images": n, "classifiers": {}}

@@ -22,12 +22,10 @@ import numpy as np
 from texter_jax.eval.metrics.hits import hit_table
 from texter_jax.eval.records import stable_hash
 from texter_jax.session import Session
-from texter_jax.world.attributes import sample_attributes
 from texter_jax.world.captions import concept_bank
-from texter_jax.world.demo import WorldDemo
+from texter_jax.world.demo import WorldDemo, explained_images
 from texter_jax.world.demo_config import DemoConfig
 from texter_jax.world.explain import explain_world
-from texter_jax.world.generator import render
 from texter_jax.world.interventions import truth_values
 from texter_jax.world.reader_controls import class_consistency
 from texter_jax.world.stack import world_magnitude, world_stack
@@ -50,9 +48,7 @@ def main(argv=None) -> int:
     phrases, meaning = concept_bank()
     text_emb = np.asarray(clip.encode_text(clip_vars, clip.tokenize(phrases)))
     magnitude, spectrum_id = world_magnitude(base, demo.cache)
-    seed = base.seed + 9_000_011  # the demo's held-out images
-    attrs = sample_attributes(seed, base.explain_images)
-    images = render(attrs, seed, image_size=base.image_size) / np.float32(255)
+    attrs, images = explained_images(base)
     print("| classifier | method | preset | MACO steps (max) | steps run, mean | hit@1 [95% CI] | "
           "hit@3 [95% CI] | class consistency | seconds |")
     print("|---|---|---|---|---|---|---|---|---|")

@@ -51,6 +51,12 @@ def test_report_and_results(demo):
         # diagnostics: the value read on (a), the world CLIP on the same crops and on
         # the whole images
         assert ctl["tiled_value_read"]["n"] == cfg.explain_images
+        # and the share of (a)'s crops that show the attribute by the world's rules: the
+        # colour of a tiled image is in every crop, a size never is
+        shows = ctl["tiled_crops_show"]
+        assert shows["n"] == cfg.explain_images and 0 <= shows["rate"] <= 1
+        if res["critical"][name] == "colour":
+            assert shows["rate"] > 0.9
         for kind in ("clip_tiled", "clip_whole"):
             assert ctl[kind]["hit@3"]["n"] == cfg.explain_images
             assert 0 <= ctl[kind]["hit@1"]["rate"] <= ctl[kind]["hit@3"]["rate"] <= 1
@@ -75,6 +81,7 @@ def test_report_and_results(demo):
         # a failing control says where the reader fails, with the diagnostics' numbers
         if ctl["tiled"]["hit@3"]["rate"] < 0.8:
             assert f"in {ctl['tiled_value_read']['rate']:.2f} of images" in line
+            assert f"{ctl['tiled_crops_show']['rate']:.2f} of those crops show" in line
         if ctl["values"] is not None and ctl["values"]["hit@3"]["rate"] < 0.8:
             assert f"reaches {ctl['clip_values']['hit@3']['rate']:.2f} on the same" in line
     assert text.index("## In plain words") < text.index("## Reader controls") < text.index(

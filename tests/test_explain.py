@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from texter_jax.emphasis import MacoConfig
+from texter_jax.emphasis.crops import crop_and_resize
 from texter_jax.explain import (
     Aligner,
     ExplainConfig,
@@ -140,6 +141,11 @@ def test_crop_labels_class_logit_ablation_and_whole_canvas():
     z = clf.features(v, views.reshape((9, SIZE, SIZE, 3)))
     np.testing.assert_allclose(align(al.w, al.b, z).reshape(3, 3, -1), whole.crop_embeddings,
                                atol=1e-4)
+    # crop_boxes: the boxes of those views (cut again by crop_and_resize, the same pixels)
+    boxes = mapping.crop_boxes(map_keys, n_crops=2)
+    assert boxes.shape == (3, 2, 3)
+    again = jax.vmap(lambda img, b: crop_and_resize(img, b, SIZE, max_side=0.30))(blended, boxes)
+    np.testing.assert_allclose(again, views[:, :2], atol=1e-6)
     with pytest.raises(ValueError, match="objective"):
         ExplainConfig(objective="logits")
 

@@ -128,6 +128,13 @@ def random_crops(key: PRNGKey, image: Array, n: int = NUM_CROPS,
                                side_range=CROP_SIDE_RANGE, noise=0.0, clip=True)
 
 
+def crop_boxes(keys: PRNGKey, n_crops: int = NUM_CROPS) -> Array:
+    """The boxes :func:`crop_views` cuts for each key: float32 [B, C, 3] of (cy, cx, side)
+    in canvas fractions, for keys [B]."""
+    return jax.vmap(lambda k: _crops.random_crop_boxes(
+        k, n_crops, centre_std=CROP_CENTRE_STD, side_range=CROP_SIDE_RANGE, clip=True))(keys)
+
+
 def crop_views(keys: PRNGKey, canvases: Array, *, n_crops: int = NUM_CROPS,
                size: int = CROP_SIZE, whole: bool = False) -> Array:
     """The views stage 3 reads of each canvas: :func:`random_crops` per key.

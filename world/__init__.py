@@ -32,7 +32,7 @@ _EXPORTS = {
                    "sample_attributes", "sample_twins"),
     "captions": ("ATTR_ORDER", "WorldTokenizer", "concept_bank", "full_captions", "value_phrases",
                  "world_vocab"),
-    "controls": ("tiled_inputs", "upsampled_inputs", "value_canvases"),
+    "controls": ("tiled_crop_visible", "tiled_inputs", "upsampled_inputs", "value_canvases"),
     "generator": ("badge_coverage", "coverage", "object_mask", "render", "render_float",
                   "whole_views"),
     "interventions": ("InterventionRow", "InterventionTable", "measure_interventions",

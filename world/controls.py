@@ -39,6 +39,7 @@ from texter_jax.world.attributes import (
     sample_attributes,
 )
 from texter_jax.world.generator import render
+from texter_jax.world.mosaics import Mosaics, mosaic_visible
 
 # Mean side of a stage-3 crop as a fraction of the canvas (release: U[0.25, 0.30]).
 CROP_SIDE = 0.275
@@ -76,7 +77,7 @@ def tiled_inputs(images: np.ndarray, canvas: int, *, seed,
     n, _, _, c = images.shape
     t = tile_px(canvas, crop_side)
     tiles = np.clip(np.asarray(jax.image.resize(images, (n, t, t, c), "linear")), 0.0, 1.0)
-    offsets = as_numpy_rng(seed).integers(0, t, (n, 2))
+    offsets = _tile_offsets(n, t, seed)
     reps = -(-canvas // t) + 1  # ceil(S / T) + 1 tiles cover any offset
     out = np.empty((n, canvas, canvas, c), np.float32)
     for i in range(n):
@@ -89,6 +90,55 @@ def tiled_inputs(images: np.ndarray, canvas: int, *, seed,
 def tile_px(canvas: int, crop_side: float = CROP_SIDE) -> int:
     """The tile side of :func:`tiled_inputs`: a mean stage-3 crop, in pixels."""
     return max(1, int(round(crop_side * canvas)))
+
+
+def _tile_offsets(n: int, t: int, seed) -> np.ndarray:
+    """int64 [N, 2], the grid offsets (row, column) :func:`tiled_inputs` draws."""
+    return as_numpy_rng(seed).integers(0, t, (n, 2))
+
+
+def tiled_crop_visible(attrs: WorldAttrs, canvas: int, boxes: np.ndarray, *, seed,
+                       crop_side: float = CROP_SIDE) -> np.ndarray:
+    """What each crop of :func:`tiled_inputs` shows by the world's own rules, bool
+    [N, C, len(DISCRETE)] (columns in :data:`~texter_jax.world.attributes.DISCRETE` order).
+
+    A crop of a tiled canvas is a window on a grid of copies of one record: a mosaic whose
+    tiles all agree, so :func:`~texter_jax.world.mosaics.mosaic_visible` says what it
+    shows (the shape only when one copy's object is >= 90 % inside the crop). Measured on
+    the crop's own pixels (boxes rounded to whole pixels); the reader then resizes each
+    crop to the classifier's input.
+
+    Args:
+      attrs: the N records whose images were tiled.
+      canvas: S, the canvas side in pixels.
+      boxes: float [N, C, 3] of (cy, cx, side) in canvas fractions, the crops read
+        (:func:`texter_jax.mapping.crop_boxes` with the reader's keys).
+      seed: the seed :func:`tiled_inputs` drew the grid offsets with.
+      crop_side: as in :func:`tiled_inputs`.
+    """
+    boxes = np.asarray(boxes, np.float64)
+    n, c = boxes.shape[:2]
+    if len(attrs) != n:
+        raise ValueError(f"boxes are for {n} canvases, attrs holds {len(attrs)} records")
+    t = tile_px(canvas, crop_side)
+    offsets = _tile_offsets(n, t, seed)
+    side = np.maximum(1, np.rint(boxes[..., 2] * canvas)).astype(np.int64)  # [N, C]
+    # canvas pixel p is grid pixel p + offset; the grid repeats every t pixels
+    y0 = np.rint(boxes[..., 0] * canvas - 0.5 * side).astype(np.int64) + offsets[:, None, 0]
+    x0 = np.rint(boxes[..., 1] * canvas - 0.5 * side).astype(np.int64) + offsets[:, None, 1]
+    window = np.stack([y0 % t, x0 % t], axis=-1)  # [N, C, 2]
+    per_side = -(-(window.max(-1) + side) // t)
+    out = np.zeros((n, c, len(DISCRETE)), bool)
+    for s in np.unique(side):
+        ii, jj = np.nonzero(side == s)
+        k = per_side[ii, jj]
+        rows = np.repeat(ii, k * k)
+        m = Mosaics(tiles=attrs.take(rows), start=np.concatenate([[0], np.cumsum(k * k)]),
+                    per_side=k, tile_px=np.full(len(ii), t, np.int64),
+                    offset=window[ii, jj], shared=np.zeros(len(ii), np.int64),
+                    image_size=int(s))
+        out[ii, jj] = mosaic_visible(m)
+    return out
 
 
 def _off_view(attrs: WorldAttrs, *, objects: bool, badges: bool) -> WorldAttrs:

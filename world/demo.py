@@ -51,6 +51,17 @@ from texter_jax.world.reader_controls import class_consistency, reader_controls
 from texter_jax.world.report import write_report
 from texter_jax.world.stack import world_magnitude, world_stack
 
+# The held-out images' seed is the run seed plus this: held out from every training set.
+EXPLAIN_SEED_OFFSET = 9_000_011
+
+
+def explained_images(cfg: DemoConfig) -> tuple[Any, np.ndarray]:
+    """The demo's held-out images to explain: their records and float32 images
+    [N, S, S, 3] in [0, 1], N = ``cfg.explain_images``."""
+    seed = cfg.seed + EXPLAIN_SEED_OFFSET
+    attrs = sample_attributes(seed, cfg.explain_images)
+    return attrs, render(attrs, seed, image_size=cfg.image_size) / np.float32(255)
+
 
 class WorldDemo:
     """One run of the demo; ``run()`` returns the path of ``report.md``."""
@@ -111,9 +122,7 @@ class WorldDemo:
         phrases, meaning = concept_bank()
         text_emb = np.asarray(clip.encode_text(clip_vars, clip.tokenize(phrases)))
         magnitude, spectrum_id = world_magnitude(c, self.cache)
-        seed = c.seed + 9_000_011  # held out from every training set
-        ex_attrs = sample_attributes(seed, c.explain_images)
-        ex_images = render(ex_attrs, seed, image_size=c.image_size) / np.float32(255)
+        ex_attrs, ex_images = explained_images(c)
         results: dict[str, Any] = {}
         for name, (clf, variables, info) in classifiers.items():
             variables = jax.tree.map(jax.numpy.asarray, variables)
@@ -131,7 +140,8 @@ class WorldDemo:
             controls = reader_controls(clf, variables, aligner, text_emb, phrases, meaning,
                                        ex_images, truths, critical, canvas=c.canvas,
                                        n_crops=c.map_crops, per_value=c.control_canvases,
-                                       seed=c.seed, clip=clip, clip_vars=clip_vars)
+                                       seed=c.seed, clip=clip, clip_vars=clip_vars,
+                                       attrs=ex_attrs)
             self.timings[f"reader controls {name}"] = time.perf_counter() - t
             expl = explain_world(c, self.cache, name, session, text_emb, ex_images, stack_key,
                                  magnitude, spectrum_id, methods=c.methods(), bar=self._bar,

@@ -16,14 +16,16 @@ first control (a), the image upsampled to the canvas, is still read as a diagnos
 (``upsampled``), never as a gate: its crops show part of the object and miss the badge
 by construction.
 
-Three more diagnostics say *where* a failing control fails, none of them a gate:
+Four more diagnostics say *where* a failing control fails, none of them a gate:
 
 * the value read: on (a), whether the reader's best phrase among the critical
   attribute's values names the right one (it can read the value, other attributes aside);
 * the world CLIP on the very same crops (:func:`texter_jax.mapping.crop_views` with the
   same keys), for (a) and (b): what the aligner's target itself names there;
 * the world CLIP on the whole, plain images: how highly CLIP ranks the critical
-  attribute among everything an image shows, with nothing cut or rescaled.
+  attribute among everything an image shows, with nothing cut or rescaled;
+* how many of (a)'s crops show the critical attribute at all, by the rules the world's
+  captions follow (:func:`texter_jax.world.controls.tiled_crop_visible`).
 """
 
 from __future__ import annotations
@@ -39,7 +41,13 @@ from texter_jax.eval.metrics.hits import hit_table, mean_ci
 from texter_jax.explain import image_keys, read_canvases_jit
 from texter_jax.world.attributes import DISCRETE
 from texter_jax.world.clip_eval import embed_images
-from texter_jax.world.controls import CONTROLLED, tiled_inputs, upsampled_inputs, value_canvases
+from texter_jax.world.controls import (
+    CONTROLLED,
+    tiled_crop_visible,
+    tiled_inputs,
+    upsampled_inputs,
+    value_canvases,
+)
 
 # The reader passes a control at this hit@3.
 CONTROL_BAR = 0.8
@@ -110,7 +118,7 @@ def _rankings(scores: np.ndarray, phrases: Sequence[str]) -> list[list[str]]:
 def reader_controls(classifier, variables, aligner, text_emb, phrases: Sequence[str],
                     meaning, images: np.ndarray, truths: Sequence, critical: str, *,
                     canvas: int, n_crops: int, per_value: int, seed: int,
-                    clip=None, clip_vars=None) -> dict[str, Any]:
+                    clip=None, clip_vars=None, attrs=None) -> dict[str, Any]:
     """Both reader controls for one classifier, and the diagnostics of the module doc.
 
     Args:
@@ -119,13 +127,16 @@ def reader_controls(classifier, variables, aligner, text_emb, phrases: Sequence[
       canvas, n_crops: stage 3's canvas side and crop count.
       per_value: value canvases per value of ``critical``.
       clip, clip_vars: the world CLIP, for the CLIP diagnostics (left out without them).
+      attrs: the images' records, for the share of (a)'s crops that show the critical
+        attribute by the world's own rules (left out without them).
 
     Returns:
       ``{"tiled": hit table (control a), "upsampled": hit table (diagnostic), "values":
       hit table or None (no value canvas for this attribute), "per_value": {value: hit@3
       rate}, "top3_tiled": [...], "top3_upsampled": [...], "tiled_value_read": rate and
       CI}``, with a CLIP: ``"clip_tiled"``, ``"clip_whole"`` and ``"clip_values"`` (hit
-      tables, the last None without value canvases).
+      tables, the last None without value canvases); with records, ``"tiled_crops_show"``
+      (per image the share of its crops that show the attribute, mean and CI).
     """
     out: dict[str, Any] = {"values": None, "per_value": {}}
     tiled = tiled_inputs(images, canvas, seed=[seed, 3])
@@ -138,6 +149,11 @@ def reader_controls(classifier, variables, aligner, text_emb, phrases: Sequence[
         if name == "tiled":
             out["tiled_value_read"] = value_read(scores, phrases, meaning, truths, critical,
                                                  seed=seed)
+    if attrs is not None:
+        boxes = mapping.crop_boxes(image_keys(seed + 1, range(len(images))), n_crops)
+        shows = tiled_crop_visible(attrs, canvas, np.asarray(boxes), seed=[seed, 3])
+        out["tiled_crops_show"] = mean_ci(shows[..., list(DISCRETE).index(critical)]
+                                          .mean(axis=1), seed=seed)
     size = classifier.image_size
     if clip is not None:
         crops = clip_read_scores(clip, clip_vars, text_emb, tiled, n_crops=n_crops,

@@ -131,8 +131,8 @@ def write_report(out: Path, cfg, results: dict, clip_metrics: dict, timings: dic
         "class_consistency": {n: {m: v["class_consistency"] for m, v in r["methods"].items()
                                   if "class_consistency" in v} for n, r in results.items()},
         "controls": {n: {k: r["controls"][k] for k in (
-            "tiled", "upsampled", "values", "per_value", "tiled_value_read", "clip_tiled",
-            "clip_whole", "clip_values") if k in r["controls"]}
+            "tiled", "upsampled", "values", "per_value", "tiled_value_read", "tiled_crops_show",
+            "clip_tiled", "clip_whole", "clip_values") if k in r["controls"]}
                      | {"passed": control_passed(r["controls"])} for n, r in results.items()},
         "clip_zero_shot": clip_metrics.get("zero_shot", {}),
         "clip_zero_shot_views": clip_metrics.get("zero_shot_views", {}),

@@ -6,6 +6,8 @@ import jax
 import numpy as np
 import pytest
 
+from texter_jax import mapping
+from texter_jax.explain import image_keys
 from texter_jax.world import (
     ATTR_ORDER,
     DISCRETE,
@@ -15,9 +17,11 @@ from texter_jax.world import (
     sample_mosaics,
     tiled_inputs,
 )
+from texter_jax.world.attributes import sample_attributes
 from texter_jax.world.captions import captions
 from texter_jax.world.classifier_data import TASKS, ClassifierTrainConfig, training_mosaics
-from texter_jax.world.controls import tile_px
+from texter_jax.world.controls import tile_px, tiled_crop_visible
+from texter_jax.world.generator import badge_coverage, coverage
 from texter_jax.world.mosaics import max_tiles, touched_tiles
 
 S = 64
@@ -165,3 +169,40 @@ def test_tiled_inputs_geometry():
         offsets.append(best)
     assert len(set(offsets)) > 1  # random offsets: crops cut across tiles differently
     np.testing.assert_array_equal(tiled_inputs(x, canvas, seed=1), out)
+
+
+def test_tiled_crop_visible_counts_the_pixels_of_each_copy():
+    """Recomputed from the tiled canvas itself: tiling maps of each pixel's position in
+    its tile, the object's and the badge's coverage shows where each copy lies."""
+    canvas, n, c = 128, 4, 8
+    t = tile_px(canvas)
+    attrs = sample_attributes(5, n)
+    boxes = np.asarray(mapping.crop_boxes(image_keys(1, range(n)), c))
+    vis = tiled_crop_visible(attrs, canvas, boxes, seed=[2, 3])
+    assert vis.shape == (n, c, len(DISCRETE)) and vis.dtype == bool
+    ramp = np.broadcast_to(np.arange(t, dtype=np.float32) / t, (t, t))
+    maps = np.stack([np.broadcast_to(ramp.T, (n, t, t)), np.broadcast_to(ramp, (n, t, t)),
+                     coverage(attrs, t), badge_coverage(attrs, t)], axis=-1)
+    tiled = tiled_inputs(maps, canvas, seed=[2, 3])  # t -> t px: the maps unchanged
+    shape_ok, colour_ok = np.zeros((n, c), bool), np.zeros((n, c), bool)
+    for i in range(n):
+        # copy index per pixel: one more at each tile start along each axis
+        row = np.cumsum(tiled[i, :, 0, 0] == 0)
+        col = np.cumsum(tiled[i, 0, :, 1] == 0)
+        copy = row[:, None] * 100 + col[None, :]
+        obj, badge = tiled[i, ..., 2], tiled[i, ..., 3]
+        for j, (cy, cx, side) in enumerate(boxes[i]):
+            s = max(1, int(np.rint(side * canvas)))
+            y0, x0 = (int(np.rint(v * canvas - 0.5 * s)) for v in (cy, cx))
+            win = np.zeros((canvas, canvas), bool)
+            win[y0:y0 + s, x0:x0 + s] = True
+            total = coverage(attrs.take([i]), t)[0].sum()
+            inside = [obj[win & (copy == k)].sum() / total for k in np.unique(copy[win])]
+            shape_ok[i, j] = max(inside) >= 0.9  # every object spans >= 5 px at this t
+            colour_ok[i, j] = np.clip(obj - badge, 0, 1)[win].sum() / s ** 2 >= 0.015
+    np.testing.assert_array_equal(vis[..., COL["shape"]], shape_ok)
+    np.testing.assert_array_equal(vis[..., COL["colour"]], colour_ok)
+    assert 0 < shape_ok.mean() < 1  # some crops hold a whole copy, some do not
+    assert not vis[..., COL["size"]].any()
+    with pytest.raises(ValueError, match="4 canvases"):
+        tiled_crop_visible(attrs.take([0]), canvas, boxes, seed=0)

@@ -153,7 +153,16 @@ def random_crops(key: PRNGKey, image: Array, n: int, out_size: int, *,
                  side_range: tuple[float, float] = (0.25, 0.30),
                  noise: float = 0.05, clip: bool = False) -> Array:
     """``n`` noisy random crops of ``image`` [S, S, C] -> [n, out_size, out_size, C]."""
-    k_box, k_noise = jax.random.split(key)
-    boxes = sample_boxes(k_box, n, centre_std=centre_std, side_range=side_range, clip=clip)
+    boxes = random_crop_boxes(key, n, centre_std=centre_std, side_range=side_range,
+                              clip=clip)
     crops = crop_and_resize(image, boxes, out_size, max_side=side_range[1])
-    return add_noise(k_noise, crops, noise) if noise > 0 else crops
+    return add_noise(jax.random.split(key)[1], crops, noise) if noise > 0 else crops
+
+
+def random_crop_boxes(key: PRNGKey, n: int, *, centre_std: float = 0.15,
+                      side_range: tuple[float, float] = (0.25, 0.30),
+                      clip: bool = False) -> Array:
+    """The boxes :func:`random_crops` cuts with the same key and settings, float32 [n, 3]
+    of (cy, cx, side) in canvas fractions."""
+    return sample_boxes(jax.random.split(key)[0], n, centre_std=centre_std,
+                        side_range=side_range, clip=clip)
