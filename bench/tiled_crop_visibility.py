@@ -3,8 +3,8 @@
 Control (a) reads each explained image tiled at crop scale over the canvas
 (:func:`texter_jax.world.controls.tiled_inputs`). This counts, for the very crops the
 reader reads (the demo's seeds and keys), which attributes each crop shows by the rules
-the world's captions follow (:func:`texter_jax.world.controls.tiled_crop_visible`): the
-share of crops, and the share of images with at least one such crop. Geometry only: no
+the world's captions follow (:func:`texter_jax.world.reader_controls.tiled_crops_visible`):
+the share of crops, and the share of images with at least one such crop. Geometry only: no
 model is trained or read, so it takes seconds. Usage::
 
     .venv/bin/python bench/tiled_crop_visibility.py --seeds 0 1 --images 128
@@ -15,14 +15,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-import numpy as np
-
-from texter_jax import mapping
-from texter_jax.explain import image_keys
 from texter_jax.world.attributes import DISCRETE
-from texter_jax.world.controls import tiled_crop_visible
 from texter_jax.world.demo import explained_images
 from texter_jax.world.demo_config import DemoConfig
+from texter_jax.world.reader_controls import tiled_crops_visible
 
 
 def main() -> None:
@@ -36,9 +32,7 @@ def main() -> None:
     for seed in args.seeds:
         c = dataclasses.replace(DemoConfig(), seed=seed, explain_images=args.images)
         attrs, _ = explained_images(c)
-        # the same crops and grid offsets as world.reader_controls.reader_controls
-        boxes = mapping.crop_boxes(image_keys(seed + 1, range(args.images)), c.map_crops)
-        shows = tiled_crop_visible(attrs, c.canvas, np.asarray(boxes), seed=[seed, 3])
+        shows = tiled_crops_visible(attrs, canvas=c.canvas, n_crops=c.map_crops, seed=seed)
         crops = " | ".join(f"{v:.2f}" for v in shows.mean(axis=(0, 1)))
         anyc = " | ".join(f"{v:.2f}" for v in shows.any(axis=1).mean(axis=0))
         print(f"| {seed} | {args.images} | {crops} | {anyc} |")

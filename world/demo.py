@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from texter_jax.eval.metrics.hits import hit_table
 from texter_jax.eval.records import stable_hash
 from texter_jax.session import Session
-from texter_jax.world.attributes import sample_attributes
+from texter_jax.world.attributes import WorldAttrs, sample_attributes
 from texter_jax.world.captions import concept_bank
 from texter_jax.world.classifiers import ClassifierTrainConfig, get_or_train_classifiers
 from texter_jax.world.clip_train import ClipTrainConfig, get_or_train_world_clip
@@ -55,7 +55,7 @@ from texter_jax.world.stack import world_magnitude, world_stack
 EXPLAIN_SEED_OFFSET = 9_000_011
 
 
-def explained_images(cfg: DemoConfig) -> tuple[Any, np.ndarray]:
+def explained_images(cfg: DemoConfig) -> tuple[WorldAttrs, np.ndarray]:
     """The demo's held-out images to explain: their records and float32 images
     [N, S, S, 3] in [0, 1], N = ``cfg.explain_images``."""
     seed = cfg.seed + EXPLAIN_SEED_OFFSET

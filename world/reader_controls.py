@@ -115,6 +115,22 @@ def _rankings(scores: np.ndarray, phrases: Sequence[str]) -> list[list[str]]:
     return [[phrases[j] for j in row] for row in order]
 
 
+def _tiling_seed(seed: int) -> list[int]:
+    return [seed, 3]  # control (a)'s grid offsets
+
+
+def _crop_seed(seed: int) -> int:
+    return seed + 1  # control (a)'s crop keys (image_keys)
+
+
+def tiled_crops_visible(attrs, *, canvas: int, n_crops: int, seed: int) -> np.ndarray:
+    """What each crop control (a) reads shows by the world's rules, bool [N, C, A] for
+    the N records ``attrs`` of the images :func:`reader_controls` gets with ``seed``
+    (its tiling and crop keys; :func:`texter_jax.world.controls.tiled_crop_visible`)."""
+    boxes = mapping.crop_boxes(image_keys(_crop_seed(seed), range(len(attrs))), n_crops)
+    return tiled_crop_visible(attrs, canvas, np.asarray(boxes), seed=_tiling_seed(seed))
+
+
 def reader_controls(classifier, variables, aligner, text_emb, phrases: Sequence[str],
                     meaning, images: np.ndarray, truths: Sequence, critical: str, *,
                     canvas: int, n_crops: int, per_value: int, seed: int,
@@ -139,10 +155,10 @@ def reader_controls(classifier, variables, aligner, text_emb, phrases: Sequence[
       (per image the share of its crops that show the attribute, mean and CI).
     """
     out: dict[str, Any] = {"values": None, "per_value": {}}
-    tiled = tiled_inputs(images, canvas, seed=[seed, 3])
+    tiled = tiled_inputs(images, canvas, seed=_tiling_seed(seed))
     for name, canvases in (("tiled", tiled), ("upsampled", upsampled_inputs(images, canvas))):
         scores = read_scores(classifier, variables, aligner, text_emb, canvases,
-                             n_crops=n_crops, seed=seed + 1)
+                             n_crops=n_crops, seed=_crop_seed(seed))
         ranks = _rankings(scores, phrases)
         out[name] = hit_table(ranks, truths, meaning, ks=(1, 3), seed=seed)
         out[f"top3_{name}"] = [r[:3] for r in ranks]
@@ -150,14 +166,15 @@ def reader_controls(classifier, variables, aligner, text_emb, phrases: Sequence[
             out["tiled_value_read"] = value_read(scores, phrases, meaning, truths, critical,
                                                  seed=seed)
     if attrs is not None:
-        boxes = mapping.crop_boxes(image_keys(seed + 1, range(len(images))), n_crops)
-        shows = tiled_crop_visible(attrs, canvas, np.asarray(boxes), seed=[seed, 3])
+        if len(attrs) != len(images):
+            raise ValueError(f"attrs holds {len(attrs)} records for {len(images)} images")
+        shows = tiled_crops_visible(attrs, canvas=canvas, n_crops=n_crops, seed=seed)
         out["tiled_crops_show"] = mean_ci(shows[..., list(DISCRETE).index(critical)]
                                           .mean(axis=1), seed=seed)
     size = classifier.image_size
     if clip is not None:
         crops = clip_read_scores(clip, clip_vars, text_emb, tiled, n_crops=n_crops,
-                                 size=size, seed=seed + 1)
+                                 size=size, seed=_crop_seed(seed))
         out["clip_tiled"] = hit_table(_rankings(crops, phrases), truths, meaning, ks=(1, 3),
                                       seed=seed)
         whole = mapping.retrieve(jnp.asarray(embed_images(clip, clip_vars, images))[:, None],
